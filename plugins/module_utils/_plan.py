@@ -1,0 +1,657 @@
+"""The cluster plan: inventory variables in, per-host serving facts out.
+
+One pure computation (no Ansible import) shared by the ``cluster_plan`` action plugin, the filters
+and the tests. Every error names the host and the inventory variable at fault.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
+    SECRET_PLACEHOLDER,
+    format_argv,
+    normalise_key,
+    render_flags,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
+
+PLAN_VERSION = 1
+ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
+DEVICES = ("cuda", "cpu")
+DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, "router": 30000}
+DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
+SECRET_ENV_VLLM = "VLLM_API_KEY"
+SECRET_ENV_GENERIC = "INFEROPS_API_KEY"
+
+# Flags the plan owns, per engine: setting them in inferops_engine_args would fight the plan.
+_MANAGED_FLAGS = {
+    "vllm": {
+        "tensor-parallel-size": "inferops_tp",
+        "tp": "inferops_tp",
+        "pipeline-parallel-size": "inferops_pp",
+        "pp": "inferops_pp",
+        "data-parallel-size": "inferops_dp",
+        "dp": "inferops_dp",
+        "enable-expert-parallel": "inferops_ep",
+        "nnodes": "the inventory (nodes of the replica)",
+        "node-rank": "inferops_node_rank",
+        "master-addr": "inferops_address of the head",
+        "master-port": "inferops_master_port",
+        "headless": "the plan (rank > 0)",
+        "port": "inferops_api_port",
+        "host": "inferops_api_host",
+        "model": "inferops_model_path",
+        "served-model-name": "inferops_served_model_name",
+        "api-key": "inferops_api_key",
+        "distributed-executor-backend": "inferops_engine_mode",
+    },
+    "sglang": {
+        "tp-size": "inferops_tp",
+        "tp": "inferops_tp",
+        "tensor-parallel-size": "inferops_tp",
+        "dp-size": "inferops_dp",
+        "dp": "inferops_dp",
+        "data-parallel-size": "inferops_dp",
+        "ep-size": "inferops_ep",
+        "ep": "inferops_ep",
+        "expert-parallel-size": "inferops_ep",
+        "pp-size": "inferops_pp",
+        "pipeline-parallel-size": "inferops_pp",
+        "nnodes": "the inventory (nodes of the replica)",
+        "node-rank": "inferops_node_rank",
+        "dist-init-addr": "inferops_address of the head and inferops_dist_init_port",
+        "port": "inferops_api_port",
+        "host": "inferops_api_host",
+        "model-path": "inferops_model_path",
+        "model": "inferops_model_path",
+        "served-model-name": "inferops_served_model_name",
+        "api-key": "inferops_api_key",
+    },
+}
+
+
+class PlanError(ValueError):
+    """Bad input: carries the host and the variable so the message can name both."""
+
+    def __init__(self, host: str | None, variable: str, message: str) -> None:
+        self.host = host
+        self.variable = variable
+        where = f"host {host}: " if host else ""
+        super().__init__(f"{where}{variable}: {message}")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One host's serving settings, read and checked from its variables."""
+
+    host: str
+    replica: str
+    address: str
+    engine: str
+    mode: str
+    device: str
+    model_path: str
+    served_model_name: str
+    gpus_per_node: int
+    tp: int | None
+    pp: int
+    dp: int
+    ep: int
+    dp_attention: bool
+    pinned_rank: int | None
+    pinned_head: bool
+    ports: dict[str, int]
+    api_host: str
+    engine_args: dict[str, Any]
+    extra_env: dict[str, str]
+    nccl_overrides: dict[str, str]
+    rdma: dict[str, Any] | None
+    socket_ifname: str | None
+    api_key_set: bool
+    docker_bridges: tuple[str, ...]
+    router_host: str | None
+
+
+def natural_key(name: str) -> list[Any]:
+    """``node2`` < ``node10``: hostnames sort as people read them."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _int(host: str, variable: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool):
+        raise PlanError(host, variable, f"must be an integer, got {value!r}")
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise PlanError(host, variable, f"must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise PlanError(host, variable, f"must be >= {minimum}, got {number}")
+    return number
+
+
+def _bool(host: str, variable: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off", ""):
+        return False
+    raise PlanError(host, variable, f"must be true or false, got {value!r}")
+
+
+def _mapping(host: str, variable: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise PlanError(host, variable, f"must be a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _port(host: str, variable: str, value: Any) -> int:
+    port = _int(host, variable, value)
+    if port > 65535:
+        raise PlanError(host, variable, f"must be a TCP port (1-65535), got {port}")
+    return port
+
+
+def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
+    """Read one host's variables into a NodeSpec, checking each on its own."""
+    engine = str(hv.get("inferops_engine", "vllm")).strip().lower()
+    if engine not in ENGINES:
+        raise PlanError(host, "inferops_engine", f"unknown engine {engine!r}; choose one of {sorted(ENGINES)}")
+    mode = str(hv.get("inferops_engine_mode", "native")).strip().lower()
+    if mode not in ENGINES[engine]:
+        raise PlanError(
+            host, "inferops_engine_mode", f"{engine} has no mode {mode!r}; choose one of {list(ENGINES[engine])}"
+        )
+    device = str(hv.get("inferops_device", "cuda")).strip().lower()
+    if device not in DEVICES:
+        raise PlanError(host, "inferops_device", f"unknown device {device!r}; choose one of {list(DEVICES)}")
+
+    model_path = hv.get("inferops_model_path")
+    if not model_path:
+        raise PlanError(host, "inferops_model_path", "is required (the model directory as the engine sees it)")
+    model_path = str(model_path)
+
+    gpus = hv.get("inferops_gpus_per_node")
+    if gpus is None:
+        facts = hv.get("ansible_facts") or {}
+        gpu_facts = facts.get("inferops_gpu") or hv.get("inferops_gpu") or {}
+        if device == "cpu":
+            gpus = 1
+        elif gpu_facts.get("count"):
+            gpus = gpu_facts["count"]
+        else:
+            raise PlanError(
+                host, "inferops_gpus_per_node", "is required when no gpu_facts were gathered (GPUs on this node)"
+            )
+    gpus_per_node = _int(host, "inferops_gpus_per_node", gpus)
+
+    tp_raw = hv.get("inferops_tp")
+    tp = None if tp_raw in (None, "") else _int(host, "inferops_tp", tp_raw)
+    pp = _int(host, "inferops_pp", hv.get("inferops_pp", 1))
+    dp = _int(host, "inferops_dp", hv.get("inferops_dp", 1))
+    ep = _int(host, "inferops_ep", hv.get("inferops_ep", 1))
+
+    engine_args = _mapping(host, "inferops_engine_args", hv.get("inferops_engine_args"))
+    managed = _MANAGED_FLAGS[engine]
+    for key in engine_args:
+        norm = normalise_key(key)
+        if norm in managed:
+            raise PlanError(
+                host, "inferops_engine_args", f"flag --{norm} is set by the plan; use {managed[norm]} instead"
+            )
+    dp_attention = bool(engine_args.get("enable-dp-attention") or engine_args.get("enable_dp_attention"))
+
+    ports = {}
+    for name, variable in (
+        ("api", "inferops_api_port"),
+        ("dist_init", "inferops_dist_init_port"),
+        ("master", "inferops_master_port"),
+        ("ray", "inferops_ray_port"),
+        ("router", "inferops_router_port"),
+    ):
+        ports[name] = _port(host, variable, hv.get(variable, DEFAULT_PORTS[name]))
+
+    pinned_rank = hv.get("inferops_node_rank")
+    if pinned_rank not in (None, ""):
+        pinned_rank = _int(host, "inferops_node_rank", pinned_rank, minimum=0)
+    else:
+        pinned_rank = None
+
+    address = hv.get("inferops_address") or hv.get("ansible_host") or host
+    extra_env = {str(k): str(v) for k, v in _mapping(host, "inferops_env", hv.get("inferops_env")).items()}
+    nccl_overrides = {
+        str(k): str(v) for k, v in _mapping(host, "inferops_nccl_env", hv.get("inferops_nccl_env")).items()
+    }
+    facts = hv.get("ansible_facts") or {}
+    rdma = facts.get("inferops_rdma") or hv.get("inferops_rdma")
+    socket_ifname = hv.get("inferops_socket_ifname") or ((rdma or {}).get("route") or {}).get("ifname")
+
+    bridges = hv.get("inferops_docker_bridge_networks", DEFAULT_DOCKER_BRIDGES)
+    if isinstance(bridges, str) or not isinstance(bridges, (list, tuple)):
+        raise PlanError(host, "inferops_docker_bridge_networks", "must be a list of CIDRs")
+
+    return NodeSpec(
+        host=host,
+        replica=str(hv.get("inferops_replica", "r0")),
+        address=str(address),
+        engine=engine,
+        mode=mode,
+        device=device,
+        model_path=model_path,
+        served_model_name=str(hv.get("inferops_served_model_name") or model_path),
+        gpus_per_node=gpus_per_node,
+        tp=tp,
+        pp=pp,
+        dp=dp,
+        ep=ep,
+        dp_attention=dp_attention,
+        pinned_rank=pinned_rank,
+        pinned_head=_bool(host, "inferops_head", hv.get("inferops_head", False)),
+        ports=ports,
+        api_host=str(hv.get("inferops_api_host", "0.0.0.0")),
+        engine_args=engine_args,
+        extra_env=extra_env,
+        nccl_overrides=nccl_overrides,
+        rdma=rdma,
+        socket_ifname=str(socket_ifname) if socket_ifname else None,
+        api_key_set=bool(hv.get("inferops_api_key")),
+        docker_bridges=tuple(str(b) for b in bridges),
+        router_host=hv.get("inferops_router_host") or None,
+    )
+
+
+def _check_head_address(node: NodeSpec, nnodes: int, nreplicas: int) -> None:
+    try:
+        ip = ipaddress.ip_address(node.address)
+    except ValueError:
+        if node.address.lower() in ("localhost", "localhost.localdomain") and (nnodes > 1 or nreplicas > 1):
+            raise PlanError(
+                node.host, "inferops_address", f"head address {node.address!r} is loopback; peers cannot reach it"
+            ) from None
+        return  # a DNS name: resolved by the nodes themselves
+    if nnodes == 1 and nreplicas == 1 and ip.is_loopback:
+        return  # a lone single-node replica may serve on loopback
+    if ip.is_loopback:
+        raise PlanError(node.host, "inferops_address", f"head address {ip} is loopback; peers cannot reach it")
+    if ip.is_link_local:
+        raise PlanError(node.host, "inferops_address", f"head address {ip} is link-local; use a routable address")
+    if ip.is_unspecified:
+        raise PlanError(node.host, "inferops_address", f"head address {ip} is unspecified")
+    for cidr in node.docker_bridges:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise PlanError(node.host, "inferops_docker_bridge_networks", f"{cidr!r} is not a CIDR") from None
+        if ip.version == net.version and ip in net:
+            raise PlanError(
+                node.host,
+                "inferops_address",
+                f"head address {ip} is on the Docker bridge {net}; other nodes cannot reach it "
+                "(set inferops_address to the node's cluster-network address)",
+            )
+
+
+_SAME_IN_REPLICA = (
+    ("engine", "inferops_engine"),
+    ("mode", "inferops_engine_mode"),
+    ("device", "inferops_device"),
+    ("model_path", "inferops_model_path"),
+    ("served_model_name", "inferops_served_model_name"),
+    ("gpus_per_node", "inferops_gpus_per_node"),
+    ("tp", "inferops_tp"),
+    ("pp", "inferops_pp"),
+    ("dp", "inferops_dp"),
+    ("ep", "inferops_ep"),
+    ("engine_args", "inferops_engine_args"),
+)
+
+
+def _check_uniform(replica: str, nodes: list[NodeSpec]) -> None:
+    first = nodes[0]
+    for attr, variable in _SAME_IN_REPLICA:
+        values = {n.host: getattr(n, attr) for n in nodes}
+        if any(v != getattr(first, attr) for v in values.values()):
+            detail = ", ".join(f"{h}={v!r}" for h, v in values.items())
+            odd = next(h for h, v in values.items() if v != getattr(first, attr))
+            what = "GPU counts differ" if attr == "gpus_per_node" else "differs"
+            raise PlanError(odd, variable, f"{what} inside replica {replica}: {detail}")
+
+
+def assign_ranks(replica: str, nodes: list[NodeSpec]) -> list[NodeSpec]:
+    """Rank order: pinned ranks / pinned head first, the rest by natural hostname order.
+
+    Independent of inventory order, so reordering the inventory never moves a rank.
+    """
+    nnodes = len(nodes)
+    heads = [n for n in nodes if n.pinned_head]
+    if len(heads) > 1:
+        raise PlanError(
+            heads[1].host, "inferops_head", f"replica {replica} has several heads: {', '.join(n.host for n in heads)}"
+        )
+    slots: dict[int, NodeSpec] = {}
+    for node in sorted(nodes, key=lambda n: natural_key(n.host)):
+        rank = node.pinned_rank
+        if node.pinned_head:
+            if rank not in (None, 0):
+                raise PlanError(node.host, "inferops_node_rank", f"is {rank} but inferops_head is true (the head is 0)")
+            rank = 0
+        if rank is None:
+            continue
+        if rank >= nnodes:
+            raise PlanError(
+                node.host, "inferops_node_rank", f"is {rank} but replica {replica} has {nnodes} nodes (0..{nnodes - 1})"
+            )
+        if rank in slots:
+            raise PlanError(
+                node.host,
+                "inferops_node_rank",
+                f"rank {rank} is also held by {slots[rank].host} in replica {replica}",
+            )
+        slots[rank] = node
+    free = (r for r in range(nnodes) if r not in slots)
+    for node in sorted(nodes, key=lambda n: natural_key(n.host)):
+        if node not in slots.values():
+            slots[next(free)] = node
+    return [slots[r] for r in range(nnodes)]
+
+
+def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
+    """Check tp/pp/dp/ep against the replica's devices; fill tp when it was left out."""
+    world = nnodes * head.gpus_per_node
+    dp_factor = 1 if head.dp_attention else head.dp
+    if head.engine == "vllm" and head.dp > 1 and nnodes > 1:
+        raise PlanError(
+            head.host,
+            "inferops_dp",
+            "vLLM data parallelism across nodes is not planned; use several replicas (inferops_replica) behind a router",
+        )
+    tp = head.tp
+    if tp is None:
+        if world % (head.pp * dp_factor):
+            raise PlanError(
+                head.host, "inferops_tp", f"cannot be derived: {world} devices not divisible by pp x dp in {replica}"
+            )
+        tp = world // (head.pp * dp_factor)
+    ranks = tp * head.pp * dp_factor
+    if ranks != world:
+        formula = "tp x pp" if dp_factor == 1 else "tp x pp x dp"
+        raise PlanError(
+            head.host,
+            "inferops_tp",
+            f"{formula} = {ranks} but replica {replica} has {nnodes} nodes x {head.gpus_per_node} GPUs = {world}; "
+            "they must be equal",
+        )
+    if head.dp_attention and tp % head.dp:
+        raise PlanError(head.host, "inferops_dp", f"dp {head.dp} must divide tp {tp} with enable-dp-attention")
+    gpus = head.gpus_per_node
+    if tp % gpus and gpus % tp:
+        raise PlanError(
+            head.host,
+            "inferops_tp",
+            f"tp {tp} neither fills whole nodes nor fits inside one ({gpus} GPUs per node in {replica})",
+        )
+    if head.ep > 1:
+        if world % head.ep:
+            raise PlanError(head.host, "inferops_ep", f"ep {head.ep} does not divide the {world} devices of {replica}")
+        if head.engine == "vllm" and head.ep != tp * head.dp:
+            raise PlanError(
+                head.host,
+                "inferops_ep",
+                f"vLLM expert parallelism spans tp x dp = {tp * head.dp} ranks; ep {head.ep} must equal it",
+            )
+    return {"tp": tp, "pp": head.pp, "dp": head.dp, "ep": head.ep}
+
+
+def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int]) -> list[str]:
+    """The engine command line for one rank; the API key only as a placeholder."""
+    extra = render_flags(node.engine_args)
+    if node.engine == "sglang":
+        argv = ["python3", "-m", "sglang.launch_server", "--model-path", node.model_path]
+        if node.served_model_name != node.model_path:
+            argv += ["--served-model-name", node.served_model_name]
+        argv += ["--tp-size", str(par["tp"])]
+        if par["dp"] > 1:
+            argv += ["--dp-size", str(par["dp"])]
+        if par["ep"] > 1:
+            argv += ["--ep-size", str(par["ep"])]
+        if par["pp"] > 1:
+            argv += ["--pp-size", str(par["pp"])]
+        if nnodes > 1:
+            argv += [
+                "--dist-init-addr",
+                f"{_host_port(head.address, head.ports['dist_init'])}",
+                "--nnodes",
+                str(nnodes),
+                "--node-rank",
+                str(rank),
+            ]
+        argv += ["--host", node.api_host, "--port", str(node.ports["api"])]
+        if node.api_key_set:
+            argv += ["--api-key", SECRET_PLACEHOLDER]
+        return argv + extra
+
+    # vLLM
+    if node.mode == "ray" and rank > 0:
+        return []  # Ray workers run only `ray start`; the API server lives on the head
+    argv = ["vllm", "serve", node.model_path]
+    if node.served_model_name != node.model_path:
+        argv += ["--served-model-name", node.served_model_name]
+    argv += ["--tensor-parallel-size", str(par["tp"])]
+    if par["pp"] > 1:
+        argv += ["--pipeline-parallel-size", str(par["pp"])]
+    if par["dp"] > 1:
+        argv += ["--data-parallel-size", str(par["dp"])]
+    if par["ep"] > 1:
+        argv += ["--enable-expert-parallel"]
+    if node.mode == "ray":
+        argv += ["--distributed-executor-backend", "ray"]
+    elif nnodes > 1:
+        argv += [
+            "--nnodes",
+            str(nnodes),
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            head.address,
+            "--master-port",
+            str(head.ports["master"]),
+        ]
+        if rank > 0:
+            argv.append("--headless")
+    argv += ["--host", node.api_host, "--port", str(node.ports["api"])]
+    return argv + extra
+
+
+def _ray_argv(node: NodeSpec, rank: int, head: NodeSpec) -> list[str]:
+    argv = ["ray", "start", "--block", f"--node-ip-address={node.address}"]
+    if rank == 0:
+        return [*argv, "--head", f"--port={node.ports['ray']}", "--dashboard-host=0.0.0.0"]
+    return [*argv, f"--address={_host_port(head.address, head.ports['ray'])}"]
+
+
+def _host_port(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> dict[str, int]:
+    used = {"api": node.ports["api"]} if rank == 0 else {}  # only rank 0 serves HTTP
+    if node.engine == "sglang" and nnodes > 1 and rank == 0:
+        used["dist_init"] = node.ports["dist_init"]
+    if node.engine == "vllm" and node.mode == "native" and nnodes > 1 and rank == 0:
+        used["master"] = node.ports["master"]
+    if node.engine == "vllm" and node.mode == "ray" and rank == 0:
+        used["ray"] = node.ports["ray"]
+    if hosts_router:
+        used["router"] = node.ports["router"]
+    return used
+
+
+_PORT_VARIABLES = {
+    "api": "inferops_api_port",
+    "dist_init": "inferops_dist_init_port",
+    "master": "inferops_master_port",
+    "ray": "inferops_ray_port",
+    "router": "inferops_router_port",
+}
+
+
+def _check_ports(host: str, used: dict[str, int]) -> None:
+    seen: dict[int, str] = {}
+    for service, port in used.items():
+        if port in seen:
+            raise PlanError(
+                host,
+                _PORT_VARIABLES[service],
+                f"port {port} is used by both {seen[port]} and {service} on this host",
+            )
+        seen[port] = service
+
+
+def _environment(node: NodeSpec, head: NodeSpec) -> dict[str, str]:
+    try:
+        env = derive_nccl_env(node.rdma, node.socket_ifname, node.device, node.nccl_overrides)
+    except NcclEnvError as exc:
+        raise PlanError(node.host, "inferops_nccl_env", str(exc)) from None
+    if node.engine == "vllm":
+        env["VLLM_HOST_IP"] = node.address
+    else:
+        env["SGLANG_HOST_IP"] = node.address
+    env["HOST_IP"] = node.address
+    if node.mode == "ray":
+        env["RAY_ADDRESS"] = _host_port(head.address, head.ports["ray"])
+    env.update(node.extra_env)
+    gloo = env.get("GLOO_SOCKET_IFNAME")
+    if gloo and any(ch in gloo for ch in "^=,"):
+        raise PlanError(
+            node.host,
+            "inferops_env",
+            f"GLOO_SOCKET_IFNAME must be one interface name, got {gloo!r} (gloo does not read NCCL's syntax)",
+        )
+    return env
+
+
+def build_plan(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Turn ``{hostname: hostvars}`` into the plan: replicas and per-host serving facts."""
+    if not hostvars:
+        raise PlanError(None, "inventory", "no hosts in the serving group (inferops_nodes)")
+    specs = [read_node(h, hv) for h, hv in hostvars.items()]
+
+    replicas: dict[str, list[NodeSpec]] = {}
+    for spec in specs:
+        replicas.setdefault(spec.replica, []).append(spec)
+
+    router_hosts = {s.router_host for s in specs if s.router_host}
+    plan_hosts: dict[str, dict[str, Any]] = {}
+    plan_replicas: dict[str, dict[str, Any]] = {}
+    for index, name in enumerate(sorted(replicas, key=natural_key)):
+        ordered = assign_ranks(name, replicas[name])
+        _check_uniform(name, ordered)
+        head = ordered[0]
+        nnodes = len(ordered)
+        _check_head_address(head, nnodes, len(replicas))
+        addresses: dict[str, str] = {}
+        for node in ordered:
+            if node.address in addresses:
+                raise PlanError(
+                    node.host, "inferops_address", f"{node.address} is also the address of {addresses[node.address]}"
+                )
+            addresses[node.address] = node.host
+        par = _parallel(name, head, nnodes)
+        api_url = f"http://{_host_port(head.address, head.ports['api'])}"
+        peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
+        for rank, node in enumerate(ordered):
+            used = _used_ports(node, rank, nnodes, node.host in router_hosts)
+            _check_ports(node.host, used)
+            secret_env: list[str] = []
+            if node.api_key_set:
+                secret_env = [SECRET_ENV_VLLM] if node.engine == "vllm" else [SECRET_ENV_GENERIC]
+            argv = _engine_argv(node, rank, nnodes, head, par)
+            plan_hosts[node.host] = {
+                "host": node.host,
+                "replica": name,
+                "replica_index": index,
+                "node_rank": rank,
+                "is_head": rank == 0,
+                "head": head.host,
+                "head_address": head.address,
+                "address": node.address,
+                "nnodes": nnodes,
+                "gpus_per_node": node.gpus_per_node,
+                "world_size": nnodes * node.gpus_per_node,
+                "parallel": dict(par),
+                "engine": node.engine,
+                "mode": node.mode,
+                "device": node.device,
+                "ports": {
+                    "api": node.ports["api"],
+                    "dist_init": node.ports["dist_init"] if node.engine == "sglang" else None,
+                    "master": node.ports["master"] if node.engine == "vllm" and node.mode == "native" else None,
+                    "ray": node.ports["ray"] if node.mode == "ray" else None,
+                },
+                "listens": used,
+                "argv": argv,
+                "command": format_argv(argv) if argv else "",
+                "ray_argv": _ray_argv(node, rank, head) if node.mode == "ray" else [],
+                "env": _environment(node, head),
+                "secret_env": secret_env,
+                "api_url": api_url,
+                "serves_api": bool(argv) and rank == 0,
+                "peers": peers,
+                "model_path": node.model_path,
+                "served_model_name": node.served_model_name,
+            }
+        plan_replicas[name] = {
+            "head": head.host,
+            "head_address": head.address,
+            "hosts": [n.host for n in ordered],
+            "api_url": api_url,
+            "nnodes": nnodes,
+            "parallel": dict(par),
+            "engine": head.engine,
+            "mode": head.mode,
+            "served_model_name": head.served_model_name,
+        }
+    return {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
+
+
+def plan_table(plan: Mapping[str, Any]) -> list[str]:
+    """A table a person can check at a glance, then each host's full command line."""
+    columns = ("replica", "host", "rank", "head", "address", "gpus", "parallel", "listens")
+    rows = []
+    for name, replica in plan["replicas"].items():
+        for host in replica["hosts"]:
+            node = plan["hosts"][host]
+            par = node["parallel"]
+            rows.append(
+                (
+                    name,
+                    host,
+                    str(node["node_rank"]),
+                    "*" if node["is_head"] else node["head"],
+                    node["address"],
+                    str(node["gpus_per_node"]),
+                    f"tp{par['tp']} pp{par['pp']} dp{par['dp']} ep{par['ep']}",
+                    ",".join(f"{k}:{v}" for k, v in node["listens"].items()),
+                )
+            )
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    lines = [line, "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines.append("")
+    for name, replica in plan["replicas"].items():
+        lines.append(f"replica {name}: {replica['api_url']}  ({replica['engine']} {replica['mode']})")
+        for host in replica["hosts"]:
+            node = plan["hosts"][host]
+            if node["ray_argv"]:
+                lines.append(f"  {host} ray: {format_argv(node['ray_argv'])}")
+            lines.append(f"  {host}: {node['command'] or '(no engine process: Ray worker)'}")
+    return lines
