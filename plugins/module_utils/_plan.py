@@ -219,11 +219,8 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
     ):
         ports[name] = _port(host, variable, hv.get(variable, DEFAULT_PORTS[name]))
 
-    pinned_rank = hv.get("inferops_node_rank")
-    if pinned_rank not in (None, ""):
-        pinned_rank = _int(host, "inferops_node_rank", pinned_rank, minimum=0)
-    else:
-        pinned_rank = None
+    raw_rank = hv.get("inferops_node_rank")
+    pinned_rank = None if raw_rank in (None, "") else _int(host, "inferops_node_rank", raw_rank, minimum=0)
 
     address = hv.get("inferops_address") or hv.get("ansible_host") or host
     extra_env = {str(k): str(v) for k, v in _mapping(host, "inferops_env", hv.get("inferops_env")).items()}
@@ -371,7 +368,8 @@ def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
         raise PlanError(
             head.host,
             "inferops_dp",
-            "vLLM data parallelism across nodes is not planned; use several replicas (inferops_replica) behind a router",
+            "vLLM data parallelism across nodes is not planned; "
+            "use several replicas (inferops_replica) behind a router",
         )
     tp = head.tp
     if tp is None:
@@ -643,9 +641,9 @@ def plan_table(plan: Mapping[str, Any]) -> list[str]:
                 )
             )
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))
     lines = [line, "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     lines.append("")
     for name, replica in plan["replicas"].items():
         lines.append(f"replica {name}: {replica['api_url']}  ({replica['engine']} {replica['mode']})")

@@ -78,7 +78,10 @@ from ansible.module_utils.basic import AnsibleModule
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"group": {"type": "str", "default": "inferops_nodes"}, "hosts": {"type": "list", "elements": "str"}},
+        argument_spec={
+            "group": {"type": "str", "default": "inferops_nodes"},
+            "hosts": {"type": "list", "elements": "str"},
+        },
         supports_check_mode=True,
     )
     module.fail_json(msg="inferops.cluster.cluster_plan runs on the controller as an action; it cannot run on a host")

@@ -21,7 +21,10 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
         ({"allowed-origins": []}, []),
         ({"hf-overrides": {"b": 1, "a": [1, 2]}}, ["--hf-overrides", '{"a":[1,2],"b":1}']),
         ({"-O": 3}, ["-O", "3"]),
-        ({"mem-fraction-static": 0.9, "chunked-prefill-size": -1}, ["--mem-fraction-static", "0.9", "--chunked-prefill-size", "-1"]),
+        (
+            {"mem-fraction-static": 0.9, "chunked-prefill-size": -1},
+            ["--mem-fraction-static", "0.9", "--chunked-prefill-size", "-1"],
+        ),
         (None, []),
     ],
 )

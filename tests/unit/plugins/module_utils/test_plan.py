@@ -104,9 +104,7 @@ def test_table_shows_every_host_and_its_command() -> None:
 
 
 def test_loopback_allowed_for_a_lone_single_node_replica() -> None:
-    plan = build_plan(
-        {"solo": {"ansible_host": "127.0.0.1", "inferops_gpus_per_node": 1, "inferops_model_path": "/m"}}
-    )
+    plan = build_plan({"solo": {"ansible_host": "127.0.0.1", "inferops_gpus_per_node": 1, "inferops_model_path": "/m"}})
     assert plan["hosts"]["solo"]["api_url"] == "http://127.0.0.1:8000"
 
 
@@ -131,8 +129,12 @@ def test_derived_nccl_env_from_rdma_facts_excludes_the_socket_hca() -> None:
     rdma = {"devices": [port(i, f"33.2.160.{i}") for i in range(3)], "route": {"ifname": "xgbe0"}}
     plan = build_plan(
         {
-            "n1": {"ansible_host": "10.0.0.1", "inferops_gpus_per_node": 8, "inferops_model_path": "/m",
-                   "inferops_rdma": rdma},
+            "n1": {
+                "ansible_host": "10.0.0.1",
+                "inferops_gpus_per_node": 8,
+                "inferops_model_path": "/m",
+                "inferops_rdma": rdma,
+            },
         }
     )
     env = plan["hosts"]["n1"]["env"]
