@@ -1,5 +1,5 @@
 # Copyright: inferops.cluster contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters over the cluster plan and argv rendering (the same functions the plan uses)."""
 
 from __future__ import annotations

@@ -1,3 +1,5 @@
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Render structured engine arguments to argv, and print argv safely.
 
 Pure functions shared by the cluster plan, the ``engine_argv`` filter and the roles.
@@ -75,7 +77,7 @@ def redact_argv(argv: Iterable[str]) -> list[str]:
             out.append(REDACTED)
             hide_next = False
             continue
-        head, sep, _ = item.partition("=")
+        head, sep, _value = item.partition("=")
         if sep and head in SECRET_FLAGS:
             out.append(f"{head}={REDACTED}")
             continue

@@ -1,3 +1,5 @@
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The cluster plan: inventory variables in, per-host serving facts out.
 
 One pure computation (no Ansible import) shared by the ``cluster_plan`` action plugin, the filters

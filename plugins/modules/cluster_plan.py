@@ -1,6 +1,6 @@
 #!/usr/bin/python
 # Copyright: inferops.cluster contributors
-# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Documentation of the cluster_plan action; the work is done on the controller."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ description:
   - The API key never enters the plan - the argv carries the placeholder C(${INFEROPS_API_KEY}) and the
     environment variable names to fill are listed in C(secret_env).
 author:
-  - inferops.cluster contributors
+  - inferops maintainers (@inferops)
 options:
   group:
     description: Inventory group whose hosts form the cluster.

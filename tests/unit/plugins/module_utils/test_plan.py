@@ -73,7 +73,7 @@ def test_ranks_do_not_depend_on_inventory_order(case: dict[str, Any]) -> None:
     reference = build_plan(hostvars(case))
     items = list(hostvars(case).items())
     rng = random.Random(7)
-    for _ in range(5):
+    for _attempt in range(5):
         rng.shuffle(items)
         shuffled = build_plan(dict(items))
         assert shuffled["replicas"] == reference["replicas"]
