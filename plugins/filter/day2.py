@@ -7,10 +7,13 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     SKEW_KEYS,
     inflight_requests,
+    node_status,
     replica_summary,
     router_membership,
     router_worker_ids,
     skew_errors,
+    skew_facts,
+    status_table,
 )
 
 
@@ -31,8 +34,11 @@ class FilterModule:
     def filters(self):
         return {
             "skew_errors": _skew_errors,
+            "skew_facts": skew_facts,
             "replica_summary": replica_summary,
             "router_worker_ids": router_worker_ids,
             "router_membership": router_membership,
             "inflight_requests": _inflight_requests,
+            "node_status": node_status,
+            "status_table": status_table,
         }

@@ -223,3 +223,52 @@ def replica_summary(plan: Mapping, nodes: Mapping[str, Mapping]) -> dict:
         "replicas": replicas,
         "down": sorted(n for n, r in replicas.items() if not r["up"]),
     }
+
+
+def node_status(info: Mapping) -> dict:
+    """Reduce an engine_info result to what replica_summary needs."""
+    probes = info.get("probes") or []
+    failed = [p for p in probes if not p.get("ok")]
+    return {
+        "running": bool(info.get("running")),
+        "state": info.get("state", "unknown"),
+        "ready": info.get("ready"),
+        "reason": failed[0].get("detail") if failed else None,
+    }
+
+
+def status_table(plan: Mapping, summary: Mapping, nodes: Mapping[str, Mapping]) -> list[str]:
+    """One line per node (state, engine version or image, readiness, GPU memory), grouped by replica."""
+    columns = ("replica", "host", "rank", "engine", "version", "ready", "gpu mem used")
+    rows = []
+    for name, replica in sorted((plan.get("replicas") or {}).items()):
+        for host in replica.get("hosts") or []:
+            info = nodes.get(host) or {}
+            gpus = info.get("gpus") or []
+            mem = (
+                " ".join(f"{g['index']}:{g['memory_used_mib']}/{g['memory_total_mib']}MiB" for g in gpus)
+                if gpus
+                else "-"
+            )
+            version = info.get("engine_version") or (info.get("image_digest") or "")[:19] or "-"
+            ready = {True: "yes", False: "NO", None: "-"}[info.get("ready")] if info else "?"
+            rank = str(((plan.get("hosts") or {}).get(host) or {}).get("node_rank", "?"))
+            rows.append((name, host, rank, str(info.get("state", "unreachable")), version, ready, mem))
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    for name, replica in sorted((summary.get("replicas") or {}).items()):
+        state = "UP" if replica["up"] else "DOWN: " + "; ".join(replica["problems"])
+        lines.append(f"replica {name} ({replica.get('api_url')}): {state}")
+    return lines
+
+
+def skew_facts(hostvars: Mapping, result_name: str) -> dict:
+    """What the skew guard compares for one host: its replica and the versions its engine_info result reported."""
+    info = hostvars.get(result_name) or {}
+    node = hostvars.get("inferops_node") or {}
+    facts = {"replica": node.get("replica", "r0")}
+    for key in SKEW_KEYS:
+        facts[key] = info.get(key)
+    return facts

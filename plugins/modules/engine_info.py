@@ -40,6 +40,22 @@ options:
     type: list
     elements: int
     default: []
+  api_url:
+    description:
+      - When set, probe the engine's API once with the readiness wait's own probes (C(wait_for_inference)):
+        C(/health), C(/v1/models) listing I(served_model_name), and a real 1-token completion.
+      - Leave unset on nodes that serve no HTTP (followers).
+    type: str
+  served_model_name:
+    description: Model name the API must list and complete with (needed with I(api_url)).
+    type: str
+  api_key:
+    description: API key sent in the C(Authorization) header (as a bearer token) to I(api_url). Never logged.
+    type: str
+  probe_timeout:
+    description: Seconds each probe request may take.
+    type: float
+    default: 30
 attributes:
   check_mode:
     support: full
@@ -126,13 +142,25 @@ busy_ports:
   returned: always
   type: list
   elements: int
+ready:
+  description: Whether every probe passed; null when I(api_url) is not set.
+  returned: always
+  type: bool
+probes:
+  description: The probes run against I(api_url), in order, until the first that fails.
+  returned: when I(api_url) is set
+  type: list
+  elements: dict
+  sample: [{phase: health, ok: true, detail: "GET /health: HTTP 200"}]
 """
 
 import glob
 import json
 import os
+from urllib.error import HTTPError
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
 
 from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     NVIDIA_SMI_QUERY_ARGV,
@@ -144,7 +172,10 @@ from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     unit_absent,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._readiness import (
+    completion_probe,
     docker_rank_state,
+    health_probe,
+    models_probe,
     parse_systemctl_show,
     systemd_rank_state,
 )
@@ -161,6 +192,37 @@ def _engine_version(venv: str | None, package: str | None) -> str | None:
     return dist_info_version(names, package)
 
 
+def _fetcher(api_url: str, api_key: str | None, timeout: float):
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+
+    def fetch(method: str, path: str, body: dict | None) -> tuple[int, str]:
+        data = json.dumps(body) if body is not None else None
+        try:
+            resp = open_url(api_url.rstrip("/") + path, method=method, data=data, headers=headers, timeout=timeout)
+            return resp.getcode(), resp.read().decode("utf-8", "replace")
+        except HTTPError as exc:
+            return exc.code, exc.read().decode("utf-8", "replace")
+
+    return fetch
+
+
+def probe_api(fetch, served_model_name: str) -> tuple[bool, list[dict]]:
+    """Run the readiness wait's probes once, in its order; stop at the first failure."""
+    probes = []
+    for phase, probe in (
+        ("health", health_probe(fetch)),
+        ("models", models_probe(fetch, served_model_name)),
+        ("completion", completion_probe(fetch, served_model_name)),
+    ):
+        result = probe()
+        probes.append({"phase": phase, "ok": bool(result.ok), "detail": result.detail})
+        if not result.ok:
+            return False, probes
+    return True, probes
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -170,8 +232,13 @@ def main() -> None:
             "venv": {"type": "path"},
             "package": {"type": "str"},
             "ports": {"type": "list", "elements": "int", "default": []},
+            "api_url": {"type": "str"},
+            "served_model_name": {"type": "str"},
+            "api_key": {"type": "str", "no_log": True},
+            "probe_timeout": {"type": "float", "default": 30},
         },
         required_if=[("runtime", "systemd", ("unit",)), ("runtime", "docker", ("container",))],
+        required_by={"api_url": ("served_model_name",)},
         supports_check_mode=True,
     )
     params = module.params
@@ -215,6 +282,11 @@ def main() -> None:
         module.fail_json(msg=f"ss -Htln failed: {err.strip()}")
     result["listening"] = parse_listening_ports(out)
     result["busy_ports"] = busy_ports(result["listening"], params["ports"])
+
+    result["ready"] = None
+    if params["api_url"]:
+        fetch = _fetcher(params["api_url"], params["api_key"], params["probe_timeout"])
+        result["ready"], result["probes"] = probe_api(fetch, params["served_model_name"])
     module.exit_json(**result)
 
 

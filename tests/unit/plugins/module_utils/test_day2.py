@@ -164,3 +164,62 @@ def test_replica_summary_unreachable_node():
     summary = replica_summary(PLAN, {"n1": {"running": True, "ready": True}, "n3": {"running": True, "ready": True}})
     assert summary["down"] == ["r0"]
     assert "n2: no status (unreachable?)" in summary["replicas"]["r0"]["problems"]
+
+
+def test_node_status_and_table():
+    from ansible_collections.inferops.cluster.plugins.module_utils._day2 import node_status, status_table
+
+    gpus = parse_nvidia_smi_query((FIXTURES / "nvidia_smi_query_h100_busy.csv").read_text())
+    n1 = {
+        "running": True,
+        "state": "active/running",
+        "engine_version": "0.32.0",
+        "ready": True,
+        "gpus": gpus,
+        "probes": [{"phase": "health", "ok": True, "detail": "GET /health: HTTP 200"}],
+    }
+    n3 = {
+        "running": True,
+        "state": "active/running",
+        "engine_version": "0.32.0",
+        "ready": False,
+        "gpus": [],
+        "probes": [
+            {"phase": "health", "ok": True, "detail": "GET /health: HTTP 200"},
+            {"phase": "completion", "ok": False, "detail": "POST /v1/completions: HTTP 500 EngineDeadError"},
+        ],
+    }
+    assert node_status(n3) == {
+        "running": True,
+        "state": "active/running",
+        "ready": False,
+        "reason": "POST /v1/completions: HTTP 500 EngineDeadError",
+    }
+    nodes = {"n1": n1, "n3": n3}
+    plan = dict(PLAN, hosts={"n1": {"node_rank": 0}, "n2": {"node_rank": 1}, "n3": {"node_rank": 0}})
+    summary = replica_summary(plan, {h: node_status(i) for h, i in nodes.items()})
+    lines = status_table(plan, summary, nodes)
+    assert lines[2].split() == ["r0", "n1", "0", "active/running", "0.32.0", "yes", "0:3389/81559MiB"]
+    assert lines[3].split()[:4] == ["r0", "n2", "1", "unreachable"]
+    assert (
+        "replica r1 (http://10.0.0.3:8000): DOWN: n3: not ready (POST /v1/completions: HTTP 500 EngineDeadError)"
+        in lines
+    )
+
+
+def test_skew_facts_feed_the_guard():
+    from ansible_collections.inferops.cluster.plugins.module_utils._day2 import skew_facts
+
+    hostvars = {
+        "n1": {"inferops_node": {"replica": "r0"}, "__after": {"engine_version": "0.32.0", "driver_version": None}},
+        "n2": {"inferops_node": {"replica": "r0"}, "__after": {"engine_version": "0.33.0", "driver_version": None}},
+    }
+    facts = {h: skew_facts(hv, "__after") for h, hv in hostvars.items()}
+    assert facts["n1"] == {
+        "replica": "r0",
+        "engine_version": "0.32.0",
+        "image_digest": None,
+        "driver_version": None,
+        "cuda_version": None,
+    }
+    assert skew_errors(facts) == ["replica r0: engine_version differs between its nodes: 0.32.0 on n1; 0.33.0 on n2"]
