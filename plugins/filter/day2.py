@@ -1,3 +1,5 @@
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters for day-2 playbooks (status, upgrade, router membership), over module_utils._day2."""
 
 from __future__ import annotations

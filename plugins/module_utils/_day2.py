@@ -1,3 +1,5 @@
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Day-2 operations logic: status parsing, the version-skew guard, drain and release checks.
 
 Pure functions only (no AnsibleModule import): the `engine_info` module, the `day2` filters and

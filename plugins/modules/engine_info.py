@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Read-only facts about one node's inference engine: unit or container, versions, GPUs, ports."""
 
 from __future__ import annotations
