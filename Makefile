@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAB_IMAGE ?= inferops-lab:bookworm
 LAB_NODES ?= 2
 
-.PHONY: help venv collection docker lab-image wheelhouse lint sanity unit molecule integration test demo lab-down clean
+.PHONY: help venv collection docker lab-image wheelhouse engines-venv lint sanity unit molecule integration test demo lab-down clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -47,7 +47,10 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 sanity: venv ## ansible-test sanity on a copy laid out as ansible_collections/inferops/cluster
 	scripts/sanity.sh
 
-unit: venv ## pytest unit tests
+engines-venv: wheelhouse ## the real vLLM and sglang argument parsers, for the argv tests
+	scripts/engines-venv.sh
+
+unit: venv engines-venv ## pytest unit tests (plan, parsers, argv checked by the real engine parsers)
 	$(BIN)/pytest -q tests/unit
 
 molecule: venv lab-image ## every molecule scenario: converge, idempotence, verify
