@@ -1,0 +1,289 @@
+#!/usr/bin/python
+# Copyright: inferops maintainers
+# Apache License 2.0
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: weights_distribute
+short_description: Pull model weights from an upstream node, file by file, verifying each
+description:
+  - Runs on a node that lacks some files of the weights manifest (C(.inferops-manifest.json),
+    already installed by M(inferops.cluster.weights_manifest)). Pulls every missing file from
+    the rsync daemon of its O(upstream) node into C(.inferops-incoming/), checks its sha256 and
+    only then renames it into place, so the node's own daemon (which serves the directory to
+    the next node) never exposes a file that is not verified.
+  - Files are taken in the manifest's transfer order. When the upstream does not have a file
+    yet (it is itself receiving it), the module waits and tries again: nodes of a chain work as
+    a pipeline, each one file behind its upstream.
+  - Resumable: an interrupted file stays in C(.inferops-incoming/) (C(--partial-dir)) and the
+    next run continues from it; a corrupt file moved aside there serves as the basis of rsync's
+    delta transfer.
+  - Ends with every file verified and the ready marker C(.inferops-complete) written, last.
+version_added: 0.1.0
+author:
+  - inferops maintainers
+options:
+  path:
+    description: The weights directory (holds the manifest).
+    type: path
+    required: true
+  upstream:
+    description: Address of the node to pull from.
+    type: str
+    required: true
+  port:
+    description: Port of the upstream's rsync daemon.
+    type: int
+    default: 8730
+  module_name:
+    description: rsync daemon module that serves the weights.
+    type: str
+    default: inferops-weights
+  timeout:
+    description: Seconds to wait for the upstream to offer a file before giving up.
+    type: int
+    default: 3600
+  io_timeout:
+    description: rsync I/O timeout in seconds.
+    type: int
+    default: 120
+  poll_interval:
+    description: Seconds between two looks for a file the upstream does not have yet.
+    type: float
+    default: 0.5
+  attempts:
+    description: Transfers of one file that may end with a wrong sha256 before the module fails.
+    type: int
+    default: 3
+  workers:
+    description: Files hashed at once (hashing overlaps with the next transfer).
+    type: int
+    default: 2
+  bwlimit_kbps:
+    description: rsync C(--bwlimit) in KiB/s (0 = none).
+    type: int
+    default: 0
+  rsync:
+    description: The C(rsync) executable.
+    type: str
+    default: rsync
+attributes:
+  check_mode:
+    support: full
+    description: Lists the files that would be pulled.
+  diff_mode:
+    support: none
+    description: The changes are large binary files; the result lists them.
+  idempotent:
+    support: full
+    description: Nothing is pulled when every file is present and verified.
+"""
+
+EXAMPLES = r"""
+- name: Pull the weights from the previous node of the chain
+  inferops.cluster.weights_distribute:
+    path: /models/DeepSeek-R1
+    upstream: 10.0.0.11
+    port: 8730
+  async: 86400
+  poll: 0
+  register: __pull
+"""
+
+RETURN = r"""
+pulled:
+  description: Files transferred in this run.
+  returned: success
+  type: list
+  elements: str
+bytes:
+  description: Bytes of the files transferred.
+  returned: success
+  type: int
+seconds:
+  description: Wall time of the transfers, waits included.
+  returned: success
+  type: float
+waits:
+  description: Times the module found a file not yet at its upstream and waited.
+  returned: success
+  type: int
+digest:
+  description: The manifest digest written to the marker.
+  returned: success
+  type: str
+"""
+
+import os
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.inferops.cluster.plugins.module_utils import _distribute as wd
+from ansible_collections.inferops.cluster.plugins.module_utils import _manifest as wm
+
+
+class Puller:
+    def __init__(self, module: AnsibleModule, manifest: dict) -> None:
+        self.module = module
+        self.p = module.params
+        self.path = self.p["path"]
+        self.files = manifest["files"]
+        self.digest = manifest["digest"]
+        self.incoming = os.path.join(self.path, wm.INCOMING_DIR)
+        self.lock = threading.Lock()
+        self.verified: dict[str, tuple[int, int, str]] = {}
+        self.failed: dict[str, str] = {}
+        self.waits = 0
+
+    def pull(self, rel: str) -> None:
+        p = self.p
+        dst = os.path.join(self.incoming, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        argv = wd.rsync_pull_argv(
+            p["rsync"], p["upstream"], p["port"], p["module_name"], rel, dst, p["io_timeout"], p["bwlimit_kbps"]
+        )
+        deadline = time.monotonic() + p["timeout"]
+        while True:
+            rc, _out, err = self.module.run_command(argv)
+            kind = wd.classify_rsync(rc, err)
+            if kind == "ok":
+                return
+            if kind == "fatal" or time.monotonic() > deadline:
+                raise RuntimeError(f"rsync of {rel} from {p['upstream']} failed (rc={rc}): {err.strip()[-500:]}")
+            self.waits += 1
+            time.sleep(p["poll_interval"])
+
+    def check_and_install(self, rel: str) -> bool:
+        src = os.path.join(self.incoming, rel)
+        sha = wm.sha256_file(src)
+        if sha != self.files[rel]["sha256"] or os.path.getsize(src) != self.files[rel]["size"]:
+            return False
+        dst = os.path.join(self.path, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)  # only now does the node's own daemon serve it
+        st = os.stat(dst)
+        with self.lock:
+            self.verified[rel] = (st.st_size, st.st_mtime_ns, sha)
+        return True
+
+    def run(self, todo: list[str]) -> None:
+        attempts = self.p["attempts"]
+
+        def verify_job(rel: str, attempt: int) -> None:
+            try:
+                if self.check_and_install(rel):
+                    return
+                if attempt >= attempts:
+                    self.failed[rel] = f"sha256 mismatch after {attempt} transfers"
+                    return
+                # the upstream served a bad copy (it should not): fetch again, delta on top
+                self.pull(rel)
+                verify_job(rel, attempt + 1)
+            except Exception as exc:
+                self.failed[rel] = str(exc)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.p["workers"])) as pool:
+            futures = []
+            for rel in todo:
+                if self.failed:
+                    break
+                try:
+                    self.pull(rel)
+                except RuntimeError as exc:
+                    self.failed[rel] = str(exc)
+                    break
+                futures.append(pool.submit(verify_job, rel, 1))
+            for f in futures:
+                f.result()
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "path": {"type": "path", "required": True},
+            "upstream": {"type": "str", "required": True},
+            "port": {"type": "int", "default": 8730},
+            "module_name": {"type": "str", "default": wd.RSYNC_MODULE},
+            "timeout": {"type": "int", "default": 3600},
+            "io_timeout": {"type": "int", "default": 120},
+            "poll_interval": {"type": "float", "default": 0.5},
+            "attempts": {"type": "int", "default": 3},
+            "workers": {"type": "int", "default": 2},
+            "bwlimit_kbps": {"type": "int", "default": 0},
+            "rsync": {"type": "str", "default": "rsync"},
+        },
+        supports_check_mode=True,
+    )
+    path = module.params["path"]
+    text = wm.read_text(os.path.join(path, wm.MANIFEST_NAME))
+    if text is None:
+        module.fail_json(msg=f"no {wm.MANIFEST_NAME} in {path}: install it with weights_manifest first")
+    try:
+        manifest = wm.parse_manifest(text)
+    except wm.ManifestError as exc:
+        module.fail_json(msg=f"invalid manifest in {path}: {exc}")
+    files = manifest["files"]
+    cache_doc = wm.read_json(os.path.join(path, wm.CACHE_NAME), {}) or {}
+    cache = cache_doc.get("files", {}) if isinstance(cache_doc, dict) else {}
+    plan = wm.plan_verification(files, wm.stat_files(path, files), cache, "quick")
+    have = set(plan["ok"])
+    todo = [f for f in wm.transfer_order(files) if f not in have]
+    if module.check_mode or not todo:
+        marker_ok = wm.marker_ready(wm.read_text(os.path.join(path, wm.MARKER_NAME)), manifest["digest"])
+        module.exit_json(
+            changed=bool(todo) or not marker_ok, pulled=todo, bytes=0, seconds=0.0, waits=0, digest=manifest["digest"]
+        )
+    marker = os.path.join(path, wm.MARKER_NAME)
+    start = time.monotonic()
+    puller = Puller(module, manifest)
+    try:
+        if os.path.exists(marker):
+            os.unlink(marker)
+        # a present file that is not verified (wrong size, not in the cache) is moved aside as
+        # the delta basis; weights_manifest normally did this already
+        for rel in todo:
+            cur = os.path.join(path, rel)
+            if os.path.isfile(cur):
+                dst = os.path.join(puller.incoming, rel)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(cur, dst)
+        puller.run(todo)
+    except OSError as exc:
+        module.fail_json(msg=f"weights in {path}: {exc}", exception=traceback.format_exc())
+    seconds = round(time.monotonic() - start, 3)
+    new_cache = {
+        "digest": manifest["digest"],
+        "files": wm.update_cache(cache, files, puller.verified, puller.failed),
+    }
+    wm.write_atomic(os.path.join(path, wm.CACHE_NAME), wm.canonical_json(new_cache) + "\n")
+    pulled = sorted(puller.verified)
+    if puller.failed:
+        module.fail_json(
+            msg=f"{len(puller.failed)} file(s) could not be staged from {module.params['upstream']}",
+            failed_files=puller.failed,
+            pulled=pulled,
+            seconds=seconds,
+        )
+    # every file verified: the marker is written last
+    final = wm.plan_verification(files, wm.stat_files(path, files), new_cache["files"], "quick")
+    if final["hash"] or final["missing"] or final["wrong_size"]:
+        module.fail_json(msg="files changed under the transfer; run again", plan=final)
+    wm.write_atomic(marker, manifest["digest"] + "\n")
+    module.exit_json(
+        changed=True,
+        pulled=pulled,
+        bytes=sum(files[f]["size"] for f in pulled),
+        seconds=seconds,
+        waits=puller.waits,
+        digest=manifest["digest"],
+    )
+
+
+if __name__ == "__main__":
+    main()
