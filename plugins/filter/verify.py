@@ -19,7 +19,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._comm import (
 
 
 def comm_check_report(
-    text: str,
+    text: str | list[str],
     expect: str = "auto",
     env: dict[str, Any] | None = None,
     nnodes: int = 1,
@@ -27,7 +27,9 @@ def comm_check_report(
     ranks_per_node: int = 1,
     backend: str = "",
 ) -> dict[str, Any]:
-    """Parse allreduce.py's output (stdout and stderr together) into the check's report."""
+    """Parse allreduce.py's output into the check's report; a list (stdout, stderr) is joined by lines."""
+    if isinstance(text, (list, tuple)):
+        text = "\n".join(str(t or "") for t in text)
     try:
         if not backend:
             start = next((e for e in parse_events(str(text)) if e["event"] == "start"), {})
