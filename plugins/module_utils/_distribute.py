@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 STRATEGIES = ("chain", "tree", "star")
 RSYNC_MODULE = "inferops-weights"
 
 # rsync exit codes (rsync(1) EXIT VALUES) that say "try again later"
-_RETRY_CODES = {5, 10, 11, 12, 14, 20, 21, 30, 35}
+_RETRY_CODES = {5, 10, 12, 14, 20, 21, 30, 35}
+_REFUSED = re.compile(r"@ERROR: (access denied|Unknown module)")
 _MISSING = re.compile(r"(No such file or directory|file has vanished|link_stat .* failed)")
 
 
@@ -210,22 +210,8 @@ def classify_rsync(rc: int, stderr: str) -> str:
         return "ok"
     if rc in (23, 24) and _MISSING.search(stderr or ""):
         return "missing"
+    if _REFUSED.search(stderr or ""):
+        return "fatal"  # a configuration error: waiting does not fix it
     if rc in _RETRY_CODES:
         return "retry"
     return "fatal"
-
-
-def rsyncd_conf(path: str, module: str, hosts_allow: Sequence[str], port: int, address: str = "") -> dict[str, Any]:
-    """The settings of the read-only daemon that serves verified weights to peers (rendered by
-    the role's template; returned as data so the tests can check what is exposed)."""
-    if not hosts_allow:
-        raise ScheduleError("the weights rsync daemon needs at least one peer in hosts allow")
-    return {
-        "port": int(port),
-        "address": address,
-        "module": module,
-        "path": path,
-        "read_only": True,
-        "hosts_allow": sorted(set(hosts_allow)),
-        "exclude": ["/.inferops-*", "/.cache/", "/.rsync-partial/", ".rsync-partial/"],
-    }

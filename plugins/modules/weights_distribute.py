@@ -46,7 +46,9 @@ options:
     type: int
     default: 3600
   io_timeout:
-    description: rsync I/O timeout in seconds.
+    description:
+      - rsync I/O timeout in seconds, and how long the upstream may stay unreachable (connection
+        refused, reset) before the module gives up.
     type: int
     default: 120
   poll_interval:
@@ -149,14 +151,24 @@ class Puller:
             p["rsync"], p["upstream"], p["port"], p["module_name"], rel, dst, p["io_timeout"], p["bwlimit_kbps"]
         )
         deadline = time.monotonic() + p["timeout"]
+        failing_since = None
         while True:
             rc, _out, err = self.module.run_command(argv)
             kind = wd.classify_rsync(rc, err)
             if kind == "ok":
                 return
-            if kind == "fatal" or time.monotonic() > deadline:
+            now = time.monotonic()
+            # "missing": the upstream is still receiving this file, wait up to the timeout;
+            # "retry": network or daemon trouble, tolerated for io_timeout seconds in a row
+            failing_since = (failing_since or now) if kind == "retry" else None
+            if (
+                kind == "fatal"
+                or now > deadline
+                or (failing_since is not None and now - failing_since > p["io_timeout"])
+            ):
                 raise RuntimeError(f"rsync of {rel} from {p['upstream']} failed (rc={rc}): {err.strip()[-500:]}")
-            self.waits += 1
+            with self.lock:
+                self.waits += 1
             time.sleep(p["poll_interval"])
 
     def check_and_install(self, rel: str) -> bool:
