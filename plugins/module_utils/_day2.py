@@ -259,7 +259,7 @@ def status_table(plan: Mapping, summary: Mapping, nodes: Mapping[str, Mapping]) 
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     for name, replica in sorted((summary.get("replicas") or {}).items()):
         state = "UP" if replica["up"] else "DOWN: " + "; ".join(replica["problems"])
         lines.append(f"replica {name} ({replica.get('api_url')}): {state}")

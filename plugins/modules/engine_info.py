@@ -29,6 +29,11 @@ options:
   container:
     description: Name of the engine's container (runtime C(docker)).
     type: str
+  image:
+    description:
+      - Image name (runtime C(docker)) whose local content id to report as RV(image_digest) instead of the running
+        container's: the image staged for a restart, checked by the version-skew guard before anything starts.
+    type: str
   venv:
     description: Path of the engine's virtualenv, where its version is read (runtime C(systemd)).
     type: path
@@ -107,7 +112,7 @@ image:
   type: str
   sample: vllm/vllm-openai:v0.11.0
 image_digest:
-  description: The content id (sha256) of the container's image.
+  description: The content id (sha256) of the container's image, or of I(image) when given; null when neither exists.
   returned: always
   type: str
   sample: sha256:0f3c...
@@ -229,6 +234,7 @@ def main() -> None:
             "runtime": {"type": "str", "choices": ["systemd", "docker"], "default": "systemd"},
             "unit": {"type": "str"},
             "container": {"type": "str"},
+            "image": {"type": "str"},
             "venv": {"type": "path"},
             "package": {"type": "str"},
             "ports": {"type": "list", "elements": "int", "default": []},
@@ -263,6 +269,10 @@ def main() -> None:
         if inspect:
             result["image"] = inspect.get("Config", {}).get("Image")
             result["image_digest"] = inspect.get("Image")
+        if params["image"]:
+            rc, out, _err = module.run_command([docker, "image", "inspect", "--format", "{{.Id}}", params["image"]])
+            result["image"] = params["image"]
+            result["image_digest"] = out.strip() if rc == 0 and out.strip() else None
 
     result["gpus"], result["driver_version"], result["cuda_version"] = [], None, None
     nvidia_smi = module.get_bin_path("nvidia-smi")
