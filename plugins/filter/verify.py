@@ -8,7 +8,12 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.inferops.cluster.plugins.module_utils._bench import expand_cases, redact_env, tool_argv
+from ansible_collections.inferops.cluster.plugins.module_utils._bench import (
+    expand_cases,
+    redact_env,
+    run_record,
+    tool_argv,
+)
 from ansible_collections.inferops.cluster.plugins.module_utils._comm import (
     build_report,
     expected_transport,
@@ -80,4 +85,5 @@ class FilterModule:
             "bench_cases": bench_cases,
             "bench_argv": bench_argv,
             "bench_redact_env": bench_redact_env,
+            "bench_run_record": run_record,
         }

@@ -24,7 +24,7 @@ import math
 import re
 from typing import Any
 
-from ansible_collections.inferops.cluster.plugins.module_utils._argv import REDACTED
+from ansible_collections.inferops.cluster.plugins.module_utils._argv import REDACTED, redact_argv
 
 TOOLS = ("sglang", "vllm")
 
@@ -236,6 +236,25 @@ def tool_argv(
 def redact_env(env: dict[str, Any]) -> dict[str, str]:
     """Environment safe to store: values of secret-looking names replaced."""
     return {k: (REDACTED if _SECRET.search(k) else str(v)) for k, v in sorted(env.items())}
+
+
+def run_record(result: dict[str, Any]) -> dict[str, Any]:
+    """What run.json keeps of one looped command result: case, argv (redacted), rc, times, error tail."""
+    case = dict(result.get("item") or {})
+    record = {
+        "input_len": case.get("input_len"),
+        "output_len": case.get("output_len"),
+        "concurrency": case.get("concurrency"),
+        "num_prompts": case.get("num_prompts"),
+        "argv": redact_argv(result.get("cmd") or []),
+        "rc": result.get("rc"),
+        "start": result.get("start"),
+        "end": result.get("end"),
+    }
+    if result.get("rc") != 0:
+        lines = [line for line in str(result.get("stderr") or result.get("msg") or "").splitlines() if line.strip()]
+        record["error_tail"] = lines[-20:]
+    return record
 
 
 def load_result(text: str) -> dict[str, Any]:
