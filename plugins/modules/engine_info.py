@@ -32,7 +32,7 @@ options:
   image:
     description:
       - Image name (runtime C(docker)) whose local content id to report as RV(image_digest) instead of the running
-        container's: the image staged for a restart, checked by the version-skew guard before anything starts.
+        container's (the image staged for a restart, checked by the version-skew guard before anything starts).
     type: str
   venv:
     description: Path of the engine's virtualenv, where its version is read (runtime C(systemd)).
@@ -47,8 +47,8 @@ options:
     default: []
   api_url:
     description:
-      - When set, probe the engine's API once with the readiness wait's own probes (C(wait_for_inference)):
-        C(/health), C(/v1/models) listing I(served_model_name), and a real 1-token completion.
+      - When set, probe the engine's API once with the readiness wait's own probes (those of C(wait_for_inference)),
+        in order C(/health), C(/v1/models) listing I(served_model_name), and a real 1-token completion.
       - Leave unset on nodes that serve no HTTP (followers).
     type: str
   served_model_name:
