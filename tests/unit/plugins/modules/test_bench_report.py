@@ -26,8 +26,9 @@ def run_module(args: dict, *extra: str) -> dict:
         "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
     }
+    argv = [str(ANSIBLE), "localhost", "-c", "local", "-m", "inferops.cluster.bench_report", "-a", json.dumps(args)]
     proc = subprocess.run(
-        [str(ANSIBLE), "localhost", "-c", "local", "-m", "inferops.cluster.bench_report", "-a", json.dumps(args), *extra],
+        [*argv, *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
