@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters of the verify and bench playbooks, over module_utils._comm and module_utils._bench."""
 
 from __future__ import annotations

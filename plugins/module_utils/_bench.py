@@ -427,12 +427,12 @@ def to_markdown(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None, 
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for row in sort_rows(rows):
         groups.setdefault((row["input_len"], row["output_len"]), []).append(row)
-    header = "| " + " | ".join(title for _, title, _ in MD_COLUMNS) + " |"
-    rule = "|" + "|".join("---:" for _ in MD_COLUMNS) + "|"
+    header = "| " + " | ".join(column[1] for column in MD_COLUMNS) + " |"
+    rule = "|" + "---:|" * len(MD_COLUMNS)
     for (input_len, output_len), group in groups.items():
         lines += [f"## input {input_len} / output {output_len}", "", header, rule]
         for row in group:
-            lines.append("| " + " | ".join(_cell(row.get(key), fmt) for key, _, fmt in MD_COLUMNS) + " |")
+            lines.append("| " + " | ".join(_cell(row.get(key), fmt) for key, _title, fmt in MD_COLUMNS) + " |")
         failed = sum(int(r.get("failed") or 0) for r in group)
         if failed:
             lines += ["", f"{failed} request(s) failed in this group."]

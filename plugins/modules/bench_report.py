@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0 (see LICENSE or https://www.apache.org/licenses/LICENSE-2.0)
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Turn a benchmark sweep's raw results into summary.csv, summary.md and PNG charts."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ description:
   - Writes in I(dest) C(summary.csv), C(summary.md) (the seed's columns per length pair - concurrency, mean TTFT,
     input and output throughput, mean TPOT, mean input and output length) and, with I(charts),
     C(throughput.png) and C(latency.png) (one line per length pair, concurrency on a log2 axis).
-  - Meant to run on the controller (C(delegate_to: localhost)); charts need matplotlib there.
+  - Meant to run on the controller (C(delegate_to=localhost)); charts need matplotlib there.
 options:
   src:
     description: Directory holding the raw result files.
@@ -58,7 +58,7 @@ attributes:
 requirements:
   - matplotlib (on the host running the module) when I(charts=true)
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 """
 
 EXAMPLES = r"""

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # inferops.cluster comm_check: torch.distributed all-reduce across the nodes of a replica.
 #
 # Run the same command on every node (node rank 0 first or not: the rendezvous waits):
@@ -161,11 +160,11 @@ def worker(args, local_rank):
         sync()
         correct = bool(torch.eq(tensor, expected).all().item())
         tensor.zero_()
-        for _ in range(args.warmup):
+        for _warm in range(args.warmup):
             dist.all_reduce(tensor)
         sync()
         start = time.perf_counter()
-        for _ in range(args.iters):
+        for _timed in range(args.iters):
             dist.all_reduce(tensor)
         sync()
         elapsed = (time.perf_counter() - start) / args.iters
