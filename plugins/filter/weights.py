@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filters over the weights logic (the same functions the modules use)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Staging weights on every node: who fetches from whom, and the rsync commands that do it.
 
 Every node that already holds verified weights (a *seed*) serves them read-only through an
@@ -110,7 +110,7 @@ def rounds(up: Mapping[str, str], strategy: str) -> list[list[tuple[str, str]]]:
         return [sorted((src, t) for t, src in up.items())]
     if strategy == "chain":
         d = depths(up)
-        out: list[list[tuple[str, str]]] = [[] for _ in range(max(d.values()))]
+        out: list[list[tuple[str, str]]] = [[] for _stage in range(max(d.values()))]
         for t, src in up.items():
             out[d[t] - 1].append((src, t))
         return [sorted(r) for r in out]

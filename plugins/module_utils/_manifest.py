@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Weights manifest: every file's size and sha256, the verification cache and the ready marker.
 
 Files beside the weights (all hidden, all excluded from what nodes serve to each other):

@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Where weights come from: input checks, the Hub's file metadata, download tool argv."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ description:
     only then renames it into place, so the node's own daemon (which serves the directory to
     the next node) never exposes a file that is not verified.
   - Files are taken in the manifest's transfer order. When the upstream does not have a file
-    yet (it is itself receiving it), the module waits and tries again: nodes of a chain work as
+    yet (it is itself receiving it), the module waits and tries again; nodes of a chain work as
     a pipeline, each one file behind its upstream.
-  - Resumable: an interrupted file stays in C(.inferops-incoming/) (C(--partial-dir)) and the
+  - Resumable, an interrupted file stays in C(.inferops-incoming/) (C(--partial-dir)) and the
     next run continues from it; a corrupt file moved aside there serves as the basis of rsync's
     delta transfer.
   - Ends with every file verified and the ready marker C(.inferops-complete) written, last.
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 options:
   path:
     description: The weights directory (holds the manifest).

@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ description:
     C(huggingface_hub) client, C(HF_ENDPOINT) through O(endpoint)), from ModelScope
     (C(modelscope download)), from a local or NFS path or an rsync URL (C(rsync)), or from an
     HTTP(S) directory that serves a C(.inferops-manifest.json).
-  - For the Hub, the expected files come from the repository tree at O(revision): their sizes,
+  - For the Hub, the expected files come from the repository tree at O(revision), with their sizes
     and for LFS files their sha256 from the Hub's LFS metadata. Files already present are
     verified first (size + mtime against the verification cache, else sha256); a corrupt or
     wrong-sized file is deleted and downloaded again. Files without LFS metadata get their sha256
@@ -27,7 +27,7 @@ description:
     the role installs them into a virtualenv and runs this module with that interpreter.
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 requirements:
   - huggingface_hub >= 1.0 (source C(hf))
   - modelscope CLI (source C(modelscope))
@@ -268,7 +268,7 @@ class Fetcher:
         known = {f: e for f, e in expected.items() if e.get("sha256")}
         plan = wm.plan_verification(known, stats, self.cache, self.p["verify"])
         hashed = wm.hash_files(self.path, plan["hash"], self.p["workers"])
-        good, corrupt, _ = wm.judge_hashes(known, hashed)
+        good, corrupt, _learned = wm.judge_hashes(known, hashed)
         ok = plan["ok"] + good
         bad = sorted(corrupt + plan["wrong_size"])
         # files without a known hash: present with the right size is all we can say before download

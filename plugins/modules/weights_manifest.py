@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ description:
     fetch uses it as the basis of a delta transfer) so it is never served. When every file is
     right the marker C(.inferops-complete) is written last, holding the manifest digest;
     otherwise the marker is removed.
-  - With O(state=ready), only reads: returns whether the marker equals the manifest's digest
+  - With O(state=ready), only reads; returns whether the marker equals the manifest's digest
     (what the serving role checks before it starts an engine).
   - Before anything is moved, O(check_space=true) fails when the filesystem lacks room for the
     missing files (plus the BF16 conversion output when O(convert_fp8_to_bf16=true)).
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 options:
   path:
     description: The weights directory.
