@@ -132,7 +132,7 @@ def parse_topo_matrix(text: str) -> dict[str, dict[str, str]]:
             break
         values = [c for c in cells[1:] if c != ""]
         matrix[name] = {
-            col: values[i] for i, col in enumerate(header) if i < len(values) and re.match(r"^(GPU|NIC)", col)
+            col: values[i] for i, col in enumerate(header) if i < len(values) and re.match(r"^(GPU|NIC)\d+$", col)
         }
     return matrix
 
