@@ -1,0 +1,128 @@
+"""playbooks/convert.yml + role fp8_to_bf16 on this machine (local connection, the real converter
+in this Python, which has torch): converts, switches inferops_model_path, is idempotent, does
+nothing when conversion is off, and refuses bad paths before touching the host."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[3]
+PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
+
+
+@pytest.fixture
+def model(tmp_path):
+    src = tmp_path / "models" / "DeepSeek-tiny"
+    src.mkdir(parents=True)
+    gen = torch.Generator().manual_seed(5)
+    w = (torch.randn(200, 130, generator=gen) * 2).to(torch.float8_e4m3fn)
+    save_file(
+        {
+            "w.weight": w,
+            "w.weight_scale_inv": torch.rand(2, 2, generator=gen),
+            "norm.weight": torch.ones(8, dtype=torch.bfloat16),
+        },
+        str(src / "model-00001-of-00001.safetensors"),
+        metadata={"format": "pt"},
+    )
+    weight_map = dict.fromkeys(["w.weight", "w.weight_scale_inv", "norm.weight"], "model-00001-of-00001.safetensors")
+    (src / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (src / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}, "x": 1}))
+    return src
+
+
+def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+    if not PLAYBOOK_BIN.exists():
+        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+    seen = tmp_path / "seen.txt"
+    wrapper = tmp_path / "site.yml"
+    wrapper.write_text(
+        f"""---
+- name: Conversion phase
+  ansible.builtin.import_playbook: {ROOT}/playbooks/convert.yml
+
+- name: What the serving phase would see
+  hosts: inferops_nodes
+  gather_facts: false
+  tasks:
+    - name: Write the model path
+      ansible.builtin.copy:
+        content: "{{{{ inferops_model_path }}}}"
+        dest: {seen}
+        mode: "0644"
+"""
+    )
+    inventory = tmp_path / "hosts.yml"
+    # the model path is an inventory variable, as in real use (an extra var would outrank set_fact)
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "inferops_model_path": str(model),
+    }
+    inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
+    evars = {
+        "inferops_convert_fp8_to_bf16": convert,
+        "inferops_device": "cpu",
+        "inferops_runtime": "systemd",
+        "fp8_to_bf16_python": sys.executable,
+        "fp8_to_bf16_dir": str(tmp_path / "opt"),
+        "fp8_to_bf16_poll": 1,
+        "ansible_become": False,  # tests run as the owner of every path; no sudo here
+        **extra,
+    }
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    res = subprocess.run(
+        [str(PLAYBOOK_BIN), "-i", str(inventory), str(wrapper), "-e", json.dumps(evars)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    m = re.search(r"node1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", res.stdout)
+    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()), strict=True)) if m else {}
+    recap["seen"] = seen.read_text() if seen.exists() else None
+    return res, recap
+
+
+def test_converts_switches_the_model_path_and_is_idempotent(tmp_path, model):
+    out = Path(f"{model}-bf16")
+    res, recap = play(tmp_path, model, True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert recap["changed"] >= 3  # script, output directory, conversion (+ the seen file)
+    assert recap["seen"] == str(out)
+    assert "1 converted, 0 skipped" in res.stdout
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert sorted(index["weight_map"]) == ["norm.weight", "w.weight"]
+
+    res, recap = play(tmp_path, model, True)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert recap["changed"] == 0, res.stdout[-3000:]
+    assert "0 converted, 1 skipped" in res.stdout
+
+
+def test_does_nothing_when_conversion_is_off(tmp_path, model):
+    res, recap = play(tmp_path, model, False)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert recap["seen"] == str(model)
+    assert not Path(f"{model}-bf16").exists()
+    assert not (tmp_path / "opt").exists()
+
+
+def test_output_inside_input_fails_before_changing_the_host(tmp_path, model):
+    res, recap = play(tmp_path, model, True, fp8_to_bf16_output=str(model / "bf16"))
+    assert res.returncode != 0
+    assert recap["failed"] == 1 and recap["changed"] == 0
+    assert "node1: bad fp8_to_bf16 settings" in res.stdout
+    assert "fp8_to_bf16_output" in res.stdout
+    assert not (model / "bf16").exists() and not (tmp_path / "opt").exists()
