@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Filter ``nccl_env``: the NCCL / gloo environment of a node from its RDMA facts."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ DOCUMENTATION = r"""
 name: nccl_env
 short_description: NCCL / gloo environment derived from a node's RDMA facts
 version_added: 0.1.0
-author: inferops maintainers
+author: inferops maintainers (@inferops)
 description:
   - NCCL_IB_HCA (active ports, without the socket interface's HCA when others are active),
     NCCL_IB_GID_INDEX (RoCE v2 IPv4 GID, Ethernet link layer only), NCCL_SOCKET_IFNAME and

@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Merge settings into Docker's daemon.json without losing keys someone else put there.
 
 The roles people use overwrite /etc/docker/daemon.json wholesale, dropping what the

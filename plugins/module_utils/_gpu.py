@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Parsers for ``nvidia-smi`` output and the GPU fact built from them.
 
 Everything here is pure: the module runs the commands (argv lists) and hands the text in.

@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Derive the NCCL / gloo environment of a node from its RDMA facts and socket interface.
 
 Rules (taken from the 2 x H20 RoCE nodes of seed 003, where the operators set

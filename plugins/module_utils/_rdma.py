@@ -1,5 +1,5 @@
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """RDMA facts: HCAs, ports, netdevs and GID tables, read from sysfs or parsed from tool output.
 
 The fact shape (``ansible_facts.inferops_rdma``) is::

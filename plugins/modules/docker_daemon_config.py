@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ description:
   - Fails, changing nothing, when the existing file is not a JSON object.
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 options:
   path:
     description: The daemon configuration file.

@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ description:
     C(present=false) result with the reason; the module does not fail.
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 options:
   nvidia_smi:
     description:
@@ -146,9 +146,9 @@ def main() -> None:
             text = (out + err).strip()
             facts = no_gpu(f"nvidia-smi failed (rc={rc}): {text.splitlines()[-1] if text else 'no output'}")
         else:
-            _, smi_q, _ = module.run_command([smi, "-q"])
-            _, topo, _ = module.run_command([smi, "topo", "-m"])
-            _, nvlink, _ = module.run_command([smi, "nvlink", "-s"])
+            smi_q = module.run_command([smi, "-q"])[1]
+            topo = module.run_command([smi, "topo", "-m"])[1]
+            nvlink = module.run_command([smi, "nvlink", "-s"])[1]
             facts = build_facts(out, smi_q, topo, nvlink, nvswitch_pci_devices(module.params["pci_root"]))
     facts["nvidia_smi"] = smi
     module.exit_json(

@@ -1,6 +1,6 @@
 #!/usr/bin/python
-# Copyright: inferops maintainers
-# Apache License 2.0
+# Copyright: inferops.cluster contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: rdma_facts
 short_description: Gather RDMA (InfiniBand / RoCE) facts from sysfs
 description:
-  - Reads C(/sys/class/infiniband), the source C(ibdev2netdev) and C(show_gids) read: every
+  - Reads C(/sys/class/infiniband) (the source C(ibdev2netdev) and C(show_gids) read) - every
     HCA, its ports with state, physical state, link layer, the netdev of each port and the GID
     table with type (C(IB/RoCE v1), C(RoCE v2)) and the IPv4 address an IPv4-mapped GID carries,
     and per Ethernet port the index of the RoCE v2 IPv4 GID (what NCCL_IB_GID_INDEX needs).
@@ -18,7 +18,7 @@ description:
   - Sets the fact C(inferops_rdma). A node without HCAs gets C(present=false) and no devices.
 version_added: 0.1.0
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 options:
   sysfs_root:
     description: Directory holding the HCAs (a fixture tree in tests).
@@ -109,7 +109,7 @@ def main() -> None:
             module.fail_json(msg=f"could not parse 'ip route get {target}': {out!r}")
         if route["local"] or route["ifname"] == "lo":
             # The address is this node's own: report the interface that holds it, not lo.
-            rc, out, _ = module.run_command([ip, "-o", "addr", "show", "to", target])
+            rc, out, _err = module.run_command([ip, "-o", "addr", "show", "to", target])
             owner = parse_ip_addr_owner(out) if rc == 0 else None
             if owner:
                 route["ifname"] = owner

@@ -24,10 +24,11 @@ def test_inbox_stack_installed(host, pkg):
     assert host.package(pkg).is_installed
 
 
-def test_verbs_tools_run(host):
-    # no HCA in a container: the tool runs and lists none
-    out = host.run("ibv_devices")
-    assert out.rc == 0 and "device" in out.stdout
+@pytest.mark.parametrize("tool", ["ibv_devices", "ibv_devinfo", "ibstat", "ib_write_bw", "rdma"])
+def test_verification_tools_present(host, tool):
+    # a container has no RDMA kernel support (ibv_devices: "Function not implemented"), so only
+    # the tools' presence is checked here
+    assert host.exists(tool)
 
 
 def test_seed_node_facts(host):
