@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Convert a block-scaled FP8 safetensors checkpoint (DeepSeek-V3/R1 layout) to BF16.
 
     python3 fp8_to_bf16.py --input DIR --output DIR [--device auto|cuda|cpu] [--workers N]
@@ -450,7 +449,7 @@ def fs_type(path: str) -> str:
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
-                left, _, right = line.partition(" - ")
+                left, _sep, right = line.partition(" - ")
                 mnt = left.split()[4].replace("\\040", " ")
                 if is_within(real, mnt) and len(mnt) >= len(best):
                     best, kind = mnt, right.split()[0]

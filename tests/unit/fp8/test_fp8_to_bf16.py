@@ -215,7 +215,7 @@ def test_converts_bit_exactly_with_a_loadable_layout_and_skips_on_rerun(ckpt, tm
     verify_output(inp, out, tensors)
 
     before = {n: os.stat(out / n).st_ino for n in SHARDS}
-    rc, stdout, _ = run_inproc(capsys, "--input", str(inp), "--output", str(out))
+    rc, stdout, _err = run_inproc(capsys, "--input", str(inp), "--output", str(out))
     assert rc == 0
     assert (result_of(stdout)["converted"], result_of(stdout)["skipped"]) == (0, 3)
     assert {n: os.stat(out / n).st_ino for n in SHARDS} == before
@@ -243,7 +243,7 @@ def test_missing_scale_stops_before_writing(tmp_path, capsys):
     inp = tmp_path / "in"
     make_checkpoint(inp, drop="model.layers.0.self_attn.q_a_proj.weight_scale_inv")
     out = tmp_path / "out"
-    rc, _, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(out))
+    rc, _out, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(out))
     assert rc == 1
     assert "model.layers.0.self_attn.q_a_proj.weight" in stderr
     assert "model-00001-of-00003.safetensors" in stderr
@@ -251,20 +251,20 @@ def test_missing_scale_stops_before_writing(tmp_path, capsys):
 
 
 def test_refuses_to_write_into_its_input(ckpt, capsys):
-    inp, _ = ckpt
+    inp = ckpt[0]
     listing = sorted(p.name for p in inp.iterdir())
     for target in (inp, inp / "bf16"):
-        rc, _, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(target))
+        rc, _out, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(target))
         assert rc == 1
         assert "inside it" in stderr
     assert sorted(p.name for p in inp.iterdir()) == listing
 
 
 def test_free_space_is_checked_first(ckpt, tmp_path, capsys, monkeypatch):
-    inp, _ = ckpt
+    inp = ckpt[0]
     out = tmp_path / "out"
     monkeypatch.setattr(conv.shutil, "disk_usage", lambda _p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
-    rc, _, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(out))
+    rc, _out, stderr = run_inproc(capsys, "--input", str(inp), "--output", str(out))
     assert rc == 1
     assert "not enough free space" in stderr and "0.00 GB free" in stderr
     assert not list(out.glob("*.safetensors")) and not (out / "config.json").exists()
@@ -363,7 +363,7 @@ def read_only_dir(tmp_path):
 
 
 def test_read_only_output_fails_cleanly(ckpt, read_only_dir):
-    inp, _ = ckpt
+    inp = ckpt[0]
     res = subprocess.run(converter_cmd(inp, read_only_dir), capture_output=True, text=True, check=False)
     assert res.returncode == 1
     assert res.stderr.startswith(f"fp8_to_bf16: error: output {read_only_dir} is not writable")
