@@ -579,16 +579,28 @@ class Runner:
     def finish_shard(self, si: int) -> None:
         o = self.plan.out[si]
         sh = self.plan.shards[o.src]
-        fd = self.out_fd[si]
-        if os.fstat(fd).st_size != o.size:
-            raise ConvertError(f"{self.tmp_path(si)}: {os.fstat(fd).st_size} bytes written, {o.size} expected")
-        if not self.args.no_fsync:
-            os.fsync(fd)
-        os.close(fd)
-        final = os.path.join(self.args.output, o.name)
-        os.replace(self.tmp_path(si), final)
         with self.lock:
-            del self.out_fd[si]
+            fd = self.out_fd.pop(si)
+        tmp = self.tmp_path(si)
+        try:
+            try:
+                written = os.fstat(fd).st_size
+                if written != o.size:
+                    raise ConvertError(f"{tmp}: {written} bytes written, {o.size} expected")
+                if not self.args.no_fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, os.path.join(self.args.output, o.name))
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise ConvertError(f"{tmp}: {exc.strerror or exc}") from exc
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        with self.lock:
             self.state["shards"][o.name] = {
                 "input_size": sh.size,
                 "input_fingerprint": self.fps[o.src],
@@ -650,7 +662,8 @@ class Runner:
 
     def cleanup(self) -> None:
         for si, fd in list(self.out_fd.items()):
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp_path(si))
         self.out_fd.clear()

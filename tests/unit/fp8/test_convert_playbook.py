@@ -126,3 +126,72 @@ def test_output_inside_input_fails_before_changing_the_host(tmp_path, model):
     assert "node1: bad fp8_to_bf16 settings" in res.stdout
     assert "fp8_to_bf16_output" in res.stdout
     assert not (model / "bf16").exists() and not (tmp_path / "opt").exists()
+
+
+def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
+    """The argv the role builds for runtime docker (rendered by the role itself, not run here)."""
+    if not PLAYBOOK_BIN.exists():
+        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+    argv_file = tmp_path / "argv.json"
+    wrapper = tmp_path / "render.yml"
+    wrapper.write_text(
+        f"""---
+- name: Render the docker command
+  hosts: localhost
+  gather_facts: false
+  vars:
+    inferops_model_path: {model}
+    inferops_runtime: docker
+    inferops_engine_image: vllm/vllm-openai:v0.11.0
+  tasks:
+    - name: Preflight of the role
+      ansible.builtin.include_role:
+        name: inferops.cluster.fp8_to_bf16
+        tasks_from: preflight.yml
+        public: true
+    - name: Write the command
+      ansible.builtin.copy:
+        content: "{{{{ _fp8_to_bf16_command | to_json }}}}"
+        dest: {argv_file}
+        mode: "0644"
+"""
+    )
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    res = subprocess.run(
+        [
+            str(PLAYBOOK_BIN),
+            "-i",
+            "localhost,",
+            "-c",
+            "local",
+            "-e",
+            f"ansible_python_interpreter={sys.executable}",
+            str(wrapper),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-3000:]
+    argv = json.loads(argv_file.read_text())
+    out = f"{model}-bf16"
+    image = argv.index("vllm/vllm-openai:v0.11.0")
+    assert argv[:2] == ["docker", "run"] and "--rm" in argv
+    assert argv[argv.index("--gpus") + 1] == "all"
+    vols = [argv[i + 1] for i, a in enumerate(argv) if a == "--volume"]
+    assert f"{model}:{model}:ro" in vols and f"{out}:{out}" in vols
+    assert "/opt/inferops/fp8-to-bf16/fp8_to_bf16.py:/inferops/fp8_to_bf16.py:ro" in vols
+    assert argv[argv.index("--entrypoint") + 1] == "python3"
+    assert argv[image + 1 :] == [
+        "/inferops/fp8_to_bf16.py",
+        "--input",
+        str(model),
+        "--output",
+        out,
+        "--device",
+        "auto",
+        "--workers",
+        "0",
+    ]
