@@ -198,7 +198,8 @@ def build_report(
     """The report of one node's run: rows, transports, missing ranks, problems, ok."""
     events = parse_events(text)
     start = next((e for e in events if e["event"] == "start"), {})
-    world_size = int(start.get("world_size") or 0)
+    sized = next((e for e in events if e.get("world_size")), {})
+    world_size = int(start.get("world_size") or sized.get("world_size") or 0)
     backend = start.get("backend")
     rows = []
     problems: list[str] = []
