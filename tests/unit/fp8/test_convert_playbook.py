@@ -110,6 +110,19 @@ def test_converts_switches_the_model_path_and_is_idempotent(tmp_path, model):
     assert recap["changed"] == 0, res.stdout[-3000:]
     assert "0 converted, 1 skipped" in res.stdout
 
+    # the FP8 copy deleted after the conversion: the complete BF16 copy is served, nothing converts
+    model.rename(model.with_name("gone"))
+    res, recap = play(tmp_path, model, True)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert recap["changed"] == 0 and recap["seen"] == str(out)
+    assert "Convert FP8 to BF16" in res.stdout and "skipping: [node1]" in res.stdout
+
+    # neither the FP8 copy nor a complete conversion: refused, naming the host and the variables
+    (out / ".fp8_to_bf16.state.json").unlink()
+    res, recap = play(tmp_path, model, True)
+    assert res.returncode != 0 and recap["failed"] == 1
+    assert "node1: fp8_to_bf16_input" in res.stdout and "no complete conversion" in res.stdout
+
 
 def test_does_nothing_when_conversion_is_off(tmp_path, model):
     res, recap = play(tmp_path, model, False)
