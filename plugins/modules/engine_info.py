@@ -72,7 +72,7 @@ attributes:
     support: full
     description: Reads only.
 author:
-  - inferops maintainers
+  - inferops maintainers (@inferops)
 """
 
 EXAMPLES = r"""
