@@ -215,3 +215,57 @@ def classify_rsync(rc: int, stderr: str) -> str:
     if rc in _RETRY_CODES:
         return "retry"
     return "fatal"
+
+
+_LISTING = re.compile(r"^(?P<type>[-dlcbps])[rwxsStT-]{9}\s+(?P<size>[\d,.]+)\s+\S+\s+\S+\s+(?P<path>.+)$")
+
+
+def parse_listing(text: str) -> dict[str, int]:
+    """Regular files and their sizes from ``rsync --list-only -r`` output (with or without
+    digit grouping: rsync 3.2 and 3.5 print ``67,108,864``, ``--no-h`` prints ``67108864``)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        m = _LISTING.match(line.rstrip("\n"))
+        if m and m.group("type") == "-":
+            out[m.group("path")] = int(m.group("size").replace(",", "").replace(".", ""))
+    return out
+
+
+def rsync_list_argv(rsync: str, address: str, port: int, module: str, timeout: int = 60) -> list[str]:
+    """argv that lists the files an upstream's daemon serves (state and partial files excluded there)."""
+    return [
+        rsync,
+        "--list-only",
+        "--recursive",
+        "--no-human-readable",
+        f"--timeout={int(timeout)}",
+        f"--contimeout={min(int(timeout), 30)}",
+        "--no-motd",
+        rsync_url(address, port, module),
+    ]
+
+
+def rsync_batch_argv(
+    rsync: str, address: str, port: int, module: str, dest: str, timeout: int = 60, bwlimit_kbps: int = 0
+) -> list[str]:
+    """argv that pulls the files named on stdin (NUL separated) in one session into ``dest``.
+
+    One session for every file the upstream already has keeps the link busy between files; each
+    file appears under its final name in ``dest`` only once rsync has received it whole (rsync
+    writes to a temporary name and renames), which is when the module hashes it.
+    """
+    argv = [
+        rsync,
+        "--times",
+        "--ignore-times",
+        "--partial",
+        "--partial-dir=.rsync-partial",
+        "--from0",
+        "--files-from=-",
+        f"--timeout={int(timeout)}",
+        f"--contimeout={min(int(timeout), 30)}",
+        "--no-motd",
+    ]
+    if bwlimit_kbps:
+        argv.append(f"--bwlimit={int(bwlimit_kbps)}")
+    return [*argv, rsync_url(address, port, module), dest.rstrip("/") + "/"]

@@ -55,7 +55,7 @@ def check_relpath(path: str) -> str:
     """
     if not isinstance(path, str) or not path:
         raise ManifestError(f"empty file path in manifest: {path!r}")
-    if path.startswith("/") or "\\" in path or "\x00" in path:
+    if path.startswith("/") or any(c in path for c in ("\\", "\x00", "\n", "\r")):
         raise ManifestError(f"file path must be relative and use '/': {path!r}")
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):

@@ -7,16 +7,17 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: weights_distribute
-short_description: Pull model weights from an upstream node, file by file, verifying each
+short_description: Pull model weights from an upstream node, verifying every file
 description:
   - Runs on a node that lacks some files of the weights manifest (C(.inferops-manifest.json),
     already installed by M(inferops.cluster.weights_manifest)). Pulls every missing file from
     the rsync daemon of its O(upstream) node into C(.inferops-incoming/), checks its sha256 and
     only then renames it into place, so the node's own daemon (which serves the directory to
     the next node) never exposes a file that is not verified.
-  - Files are taken in the manifest's transfer order. When the upstream does not have a file
-    yet (it is itself receiving it), the module waits and tries again; nodes of a chain work as
-    a pipeline, each one file behind its upstream.
+  - The module lists what the upstream serves and pulls every needed file it already has in one
+    rsync session; each file is hashed as soon as rsync has received it whole. When the upstream
+    has none of the needed files yet (it is itself receiving them), the module waits and looks
+    again; nodes of a chain work as a pipeline, each about one file behind its upstream.
   - Resumable, an interrupted file stays in C(.inferops-incoming/) (C(--partial-dir)) and the
     next run continues from it; a corrupt file moved aside there serves as the basis of rsync's
     delta transfer.
@@ -109,7 +110,11 @@ seconds:
   returned: success
   type: float
 waits:
-  description: Times the module found a file not yet at its upstream and waited.
+  description: Times the module found no needed file at its upstream yet and waited.
+  returned: success
+  type: int
+sessions:
+  description: rsync sessions used (one per batch of files the upstream already had).
   returned: success
   type: int
 digest:
@@ -119,6 +124,8 @@ digest:
 """
 
 import os
+import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -131,88 +138,156 @@ from ansible_collections.inferops.cluster.plugins.module_utils import _manifest 
 
 
 class Puller:
+    """Pulls the missing files from the upstream, as many per rsync session as it already has.
+
+    Loop: list what the upstream serves (only verified files are served), pull every needed file
+    it has in one session, and while that session runs hash each file as soon as rsync renames
+    it to its final name, then move it into place (from where this node's daemon serves it to
+    the next node). A file the upstream lacks is waited for (the upstream is receiving it).
+    """
+
     def __init__(self, module: AnsibleModule, manifest: dict) -> None:
         self.module = module
         self.p = module.params
         self.path = self.p["path"]
         self.files = manifest["files"]
-        self.digest = manifest["digest"]
         self.incoming = os.path.join(self.path, wm.INCOMING_DIR)
         self.lock = threading.Lock()
         self.verified: dict[str, tuple[int, int, str]] = {}
         self.failed: dict[str, str] = {}
+        self.retry: list[str] = []
+        self.tries: dict[str, int] = {}
         self.waits = 0
+        self.sessions = 0
+        self.stderr = ""
+        self.pool = ThreadPoolExecutor(max_workers=max(1, self.p["workers"]))
+        self.jobs: list = []
 
-    def pull(self, rel: str) -> None:
+    # -- one file ------------------------------------------------------------
+    def check_and_install(self, rel: str) -> None:
+        src = os.path.join(self.incoming, rel)
+        try:
+            ok = os.path.getsize(src) == self.files[rel]["size"] and wm.sha256_file(src) == self.files[rel]["sha256"]
+            if ok:
+                dst = os.path.join(self.path, rel)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.replace(src, dst)  # only now does this node's daemon serve it
+                st = os.stat(dst)
+                with self.lock:
+                    self.verified[rel] = (st.st_size, st.st_mtime_ns, self.files[rel]["sha256"])
+                return
+            with self.lock:
+                self.tries[rel] = self.tries.get(rel, 0) + 1
+                if self.tries[rel] >= self.p["attempts"]:
+                    self.failed[rel] = f"sha256 mismatch after {self.tries[rel]} transfers"
+                else:
+                    self.retry.append(rel)  # stays as the delta basis of the next transfer
+        except OSError as exc:
+            with self.lock:
+                self.failed[rel] = str(exc)
+
+    # -- upstream ------------------------------------------------------------
+    def rsync(self, argv: list[str], stdin: str | None = None, watch: list[str] | None = None) -> tuple[int, str]:
+        """Run rsync (argv list, no shell); while it runs, hand every watched file that reached
+        its final name to the hash pool."""
+        with tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if watch is None else subprocess.DEVNULL,
+                stderr=err,
+                text=True,
+            )
+            if watch is None:
+                out, _unused = proc.communicate(stdin)
+            else:
+                base = {}
+                for rel in watch:  # an old copy there (the delta basis) is not the new file
+                    try:
+                        base[rel] = os.stat(os.path.join(self.incoming, rel)).st_ino
+                    except FileNotFoundError:
+                        base[rel] = None
+                proc.stdin.write(stdin or "")
+                proc.stdin.close()
+                remaining = list(watch)
+                while True:
+                    done = proc.poll() is not None
+                    for rel in list(remaining):
+                        try:
+                            st = os.stat(os.path.join(self.incoming, rel))
+                        except FileNotFoundError:
+                            continue
+                        if st.st_ino != base[rel] and st.st_size == self.files[rel]["size"]:
+                            remaining.remove(rel)
+                            self.jobs.append(self.pool.submit(self.check_and_install, rel))
+                    if done:
+                        break
+                    time.sleep(0.05)
+                out = ""
+                with self.lock:
+                    self.retry.extend(remaining)  # not received in this session
+            err.seek(0)
+            self.stderr = err.read()
+            return proc.returncode, out
+
+    def run(self, todo: list[str]) -> None:
         p = self.p
-        dst = os.path.join(self.incoming, rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        argv = wd.rsync_pull_argv(
-            p["rsync"], p["upstream"], p["port"], p["module_name"], rel, dst, p["io_timeout"], p["bwlimit_kbps"]
-        )
+        pending = list(todo)
         deadline = time.monotonic() + p["timeout"]
         failing_since = None
+        list_argv = wd.rsync_list_argv(p["rsync"], p["upstream"], p["port"], p["module_name"], p["io_timeout"])
+        batch_argv = wd.rsync_batch_argv(
+            p["rsync"], p["upstream"], p["port"], p["module_name"], self.incoming, p["io_timeout"], p["bwlimit_kbps"]
+        )
+        os.makedirs(self.incoming, exist_ok=True)
         while True:
-            rc, _out, err = self.module.run_command(argv)
-            kind = wd.classify_rsync(rc, err)
+            with self.lock:
+                retry, self.retry = self.retry, []
+                if self.failed:
+                    break
+            pending = [f for f in wm.transfer_order(self.files) if f in set(pending) | set(retry)]
+            if not pending:
+                if all(j.done() for j in self.jobs):
+                    with self.lock:
+                        if not self.retry:
+                            break
+                time.sleep(0.05)
+                continue
+            rc, out = self.rsync(list_argv)
+            kind = wd.classify_rsync(rc, self.stderr)
+            batch = []
             if kind == "ok":
-                return
+                served = wd.parse_listing(out)
+                batch = [f for f in pending if served.get(f) == self.files[f]["size"]]
+            if batch:
+                failing_since = None
+                self.sessions += 1
+                for rel in batch:
+                    os.makedirs(os.path.dirname(os.path.join(self.incoming, rel)), exist_ok=True)
+                rc, _out = self.rsync(batch_argv, stdin="\0".join(batch) + "\0", watch=batch)
+                kind = wd.classify_rsync(rc, self.stderr)
+                pending = [f for f in pending if f not in batch]
+                if kind in ("ok", "missing"):
+                    continue
             now = time.monotonic()
-            # "missing": the upstream is still receiving this file, wait up to the timeout;
-            # "retry": network or daemon trouble, tolerated for io_timeout seconds in a row
             failing_since = (failing_since or now) if kind == "retry" else None
             if (
                 kind == "fatal"
                 or now > deadline
                 or (failing_since is not None and now - failing_since > p["io_timeout"])
             ):
-                raise RuntimeError(f"rsync of {rel} from {p['upstream']} failed (rc={rc}): {err.strip()[-500:]}")
+                with self.lock:
+                    for rel in pending or ["(listing)"]:
+                        self.failed.setdefault(
+                            rel, f"rsync from {p['upstream']} failed (rc={rc}): {self.stderr.strip()[-500:]}"
+                        )
+                break
             with self.lock:
                 self.waits += 1
             time.sleep(p["poll_interval"])
-
-    def check_and_install(self, rel: str) -> bool:
-        src = os.path.join(self.incoming, rel)
-        sha = wm.sha256_file(src)
-        if sha != self.files[rel]["sha256"] or os.path.getsize(src) != self.files[rel]["size"]:
-            return False
-        dst = os.path.join(self.path, rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        os.replace(src, dst)  # only now does the node's own daemon serve it
-        st = os.stat(dst)
-        with self.lock:
-            self.verified[rel] = (st.st_size, st.st_mtime_ns, sha)
-        return True
-
-    def run(self, todo: list[str]) -> None:
-        attempts = self.p["attempts"]
-
-        def verify_job(rel: str, attempt: int) -> None:
-            try:
-                if self.check_and_install(rel):
-                    return
-                if attempt >= attempts:
-                    self.failed[rel] = f"sha256 mismatch after {attempt} transfers"
-                    return
-                # the upstream served a bad copy (it should not): fetch again, delta on top
-                self.pull(rel)
-                verify_job(rel, attempt + 1)
-            except Exception as exc:
-                self.failed[rel] = str(exc)
-
-        with ThreadPoolExecutor(max_workers=max(1, self.p["workers"])) as pool:
-            futures = []
-            for rel in todo:
-                if self.failed:
-                    break
-                try:
-                    self.pull(rel)
-                except RuntimeError as exc:
-                    self.failed[rel] = str(exc)
-                    break
-                futures.append(pool.submit(verify_job, rel, 1))
-            for f in futures:
-                f.result()
+        for job in self.jobs:
+            job.result()
+        self.pool.shutdown()
 
 
 def main() -> None:
@@ -224,7 +299,7 @@ def main() -> None:
             "module_name": {"type": "str", "default": wd.RSYNC_MODULE},
             "timeout": {"type": "int", "default": 3600},
             "io_timeout": {"type": "int", "default": 120},
-            "poll_interval": {"type": "float", "default": 0.5},
+            "poll_interval": {"type": "float", "default": 0.2},
             "attempts": {"type": "int", "default": 3},
             "workers": {"type": "int", "default": 2},
             "bwlimit_kbps": {"type": "int", "default": 0},
@@ -293,6 +368,7 @@ def main() -> None:
         bytes=sum(files[f]["size"] for f in pulled),
         seconds=seconds,
         waits=puller.waits,
+        sessions=puller.sessions,
         digest=manifest["digest"],
     )
 

@@ -134,3 +134,42 @@ DENIED_STDERR = (
 )
 def test_classify_rsync(rc, stderr, want):
     assert wd.classify_rsync(rc, stderr) == want
+
+
+# Real `rsync --list-only -r` output of a daemon module (rsync 3.5.0, captured on the controller):
+# the served tree, state files excluded by the daemon's `exclude`.
+LISTING_GROUPED = """\
+drwxr-xr-x          4,096 2026/11/21 15:10:36 .
+-rw-r--r--      1,234,567 2026/11/21 15:10:36 model-00001-of-00002.safetensors
+drwxr-xr-x          4,096 2026/11/21 15:10:36 sub
+-rw-r--r--              2 2026/11/21 15:10:36 sub/a.json
+"""
+LISTING_PLAIN = """\
+drwxr-xr-x        4096 2026/11/21 15:10:36 .
+-rw-r--r--     1234567 2026/11/21 15:10:36 model-00001-of-00002.safetensors
+drwxr-xr-x        4096 2026/11/21 15:10:36 sub
+-rw-r--r--           2 2026/11/21 15:10:36 sub/a.json
+"""
+
+
+@pytest.mark.parametrize("text", [LISTING_GROUPED, LISTING_PLAIN], ids=["digit-grouping", "no-h"])
+def test_parse_listing(text):
+    assert wd.parse_listing(text) == {"model-00001-of-00002.safetensors": 1234567, "sub/a.json": 2}
+
+
+def test_parse_listing_keeps_spaces_in_names_and_skips_links():
+    text = (
+        "-rw-r--r--          10 2026/11/21 15:10:36 a name with spaces.json\n"
+        "lrwxrwxrwx           9 2026/11/21 15:10:36 link -> target\n"
+    )
+    assert wd.parse_listing(text) == {"a name with spaces.json": 10}
+
+
+def test_list_and_batch_argv():
+    listing = wd.rsync_list_argv("rsync", "10.0.0.2", 8730, "inferops-weights", 30)
+    assert listing[:4] == ["rsync", "--list-only", "--recursive", "--no-human-readable"]
+    assert listing[-1] == "rsync://10.0.0.2:8730/inferops-weights/"
+    batch = wd.rsync_batch_argv("rsync", "10.0.0.2", 8730, "inferops-weights", "/m/x/.inferops-incoming", 30, 500)
+    assert "--from0" in batch and "--files-from=-" in batch and "--partial-dir=.rsync-partial" in batch
+    assert "--bwlimit=500" in batch
+    assert batch[-2:] == ["rsync://10.0.0.2:8730/inferops-weights/", "/m/x/.inferops-incoming/"]

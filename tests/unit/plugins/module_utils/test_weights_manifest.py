@@ -73,6 +73,7 @@ def test_parse_manifest_round_trip_and_tamper_detection():
     [
         ({"../etc/passwd": {"size": 1, "sha256": SHA["A"]}}, r"'\.\.' component"),
         ({"/abs": {"size": 1, "sha256": SHA["A"]}}, "relative"),
+        ({"a\nb": {"size": 1, "sha256": SHA["A"]}}, "relative"),
         ({"a//b": {"size": 1, "sha256": SHA["A"]}}, "empty"),
         ({".inferops-complete": {"size": 1, "sha256": SHA["A"]}}, "reserved"),
         ({".cache/huggingface/x": {"size": 1, "sha256": SHA["A"]}}, "reserved"),
