@@ -14,12 +14,12 @@ description:
   - "Phases: V(alive) (this rank's systemd unit or container runs), V(ready_line) (the engine's ready
     line is in the log of the current run; head only), V(health) (C(GET /health) answers 200),
     V(models) (C(GET /v1/models) lists the served model), V(completion) (one completion of 1 token)."
-  - The rank is watched during every phase: when it stops or restarts, the wait fails at once naming
+  - The rank is watched during every phase. When it stops or restarts, the wait fails at once naming
     the phase it was in. On failure the result carries the last log lines of this rank.
   - The API key is sent in an C(Authorization) header and never returned.
   - In check mode nothing is probed (a no-op waiter reports the phases that would run).
 author:
-  - inferops.cluster contributors
+  - inferops maintainers (@inferops)
 options:
   engine:
     description: Engine of the replica; selects the ready line.
@@ -52,14 +52,14 @@ options:
     type: str
     required: true
   api_key:
-    description: API key of the server; sent as C(Authorization: Bearer KEY).
+    description: API key of the server, sent in the C(Authorization) header as a bearer token.
     type: str
     default: ""
   phases:
     description:
       - Phases to run (always in the canonical order).
       - V(ready_line) is skipped on followers (O(is_head=false)), whose V(health) phase then also gets
-        the V(ready_line) timeout: they wait out the head's start-up there.
+        the V(ready_line) timeout, since they wait out the head's start-up there.
     type: list
     elements: str
     default: [alive, ready_line, health, models, completion]
