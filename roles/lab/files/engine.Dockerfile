@@ -21,7 +21,7 @@ RUN python3 -m venv /opt/vllm \
 
 FROM ${BASE}
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libnuma1 \
+ && apt-get install -y --no-install-recommends libnuma1 g++ python3-dev \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/vllm /opt/vllm
 ENV PATH=/opt/vllm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
