@@ -30,6 +30,7 @@ RSYNC_MODULE = "inferops-weights"
 
 # rsync exit codes (rsync(1) EXIT VALUES) that say "try again later"
 _RETRY_CODES = {5, 10, 12, 14, 20, 21, 30, 35}
+_FATAL = re.compile(r"(No space left on device|Read-only file system|Disk quota exceeded)")
 _REFUSED = re.compile(r"@ERROR: (access denied|Unknown module)")
 _MISSING = re.compile(r"(No such file or directory|file has vanished|link_stat .* failed)")
 
@@ -208,6 +209,8 @@ def classify_rsync(rc: int, stderr: str) -> str:
     file yet: wait), ``retry`` (network or daemon not answering yet) or ``fatal``."""
     if rc == 0:
         return "ok"
+    if _FATAL.search(stderr or ""):
+        return "fatal"  # this node cannot write: waiting does not fix it
     if rc in (23, 24) and _MISSING.search(stderr or ""):
         return "missing"
     if _REFUSED.search(stderr or ""):

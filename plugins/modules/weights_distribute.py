@@ -14,10 +14,11 @@ description:
     the rsync daemon of its O(upstream) node into C(.inferops-incoming/), checks its sha256 and
     only then renames it into place, so the node's own daemon (which serves the directory to
     the next node) never exposes a file that is not verified.
-  - The module lists what the upstream serves and pulls every needed file it already has in one
-    rsync session; each file is hashed as soon as rsync has received it whole. When the upstream
-    has none of the needed files yet (it is itself receiving them), the module waits and looks
-    again; nodes of a chain work as a pipeline, each about one file behind its upstream.
+  - Each rsync session asks the upstream for every file still needed; the upstream sends those
+    it already serves and reports the others missing. Each file is hashed as soon as rsync has
+    received it whole. When the upstream has none of them yet (it is itself receiving them), the
+    module waits and asks again; nodes of a chain work as a pipeline, each about one file
+    behind its upstream.
   - Resumable, an interrupted file stays in C(.inferops-incoming/) (C(--partial-dir)) and the
     next run continues from it; a corrupt file moved aside there serves as the basis of rsync's
     delta transfer.
@@ -114,7 +115,7 @@ waits:
   returned: success
   type: int
 sessions:
-  description: rsync sessions used (one per batch of files the upstream already had).
+  description: rsync sessions used (each asks for every file still needed).
   returned: success
   type: int
 digest:
@@ -140,10 +141,10 @@ from ansible_collections.inferops.cluster.plugins.module_utils import _manifest 
 class Puller:
     """Pulls the missing files from the upstream, as many per rsync session as it already has.
 
-    Loop: list what the upstream serves (only verified files are served), pull every needed file
-    it has in one session, and while that session runs hash each file as soon as rsync renames
-    it to its final name, then move it into place (from where this node's daemon serves it to
-    the next node). A file the upstream lacks is waited for (the upstream is receiving it).
+    Loop: ask the upstream for every needed file in one session (it serves only verified files;
+    the ones it lacks come back as "No such file"), and while that session runs hash each file as
+    soon as rsync renames it to its final name, then move it into place (from where this node's
+    daemon serves it to the next node). When nothing came, wait and ask again.
     """
 
     def __init__(self, module: AnsibleModule, manifest: dict) -> None:
@@ -235,7 +236,6 @@ class Puller:
         pending = list(todo)
         deadline = time.monotonic() + p["timeout"]
         failing_since = None
-        list_argv = wd.rsync_list_argv(p["rsync"], p["upstream"], p["port"], p["module_name"], p["io_timeout"])
         batch_argv = wd.rsync_batch_argv(
             p["rsync"], p["upstream"], p["port"], p["module_name"], self.incoming, p["io_timeout"], p["bwlimit_kbps"]
         )
@@ -253,22 +253,19 @@ class Puller:
                             break
                 time.sleep(0.05)
                 continue
-            rc, out = self.rsync(list_argv)
+            # ask for every pending file: rsync sends those the upstream already serves and
+            # reports the others as missing (it is still receiving them); no separate listing
+            self.sessions += 1
+            for rel in pending:
+                os.makedirs(os.path.dirname(os.path.join(self.incoming, rel)), exist_ok=True)
+            before = len(self.jobs)
+            rc, _out = self.rsync(batch_argv, stdin="\0".join(pending) + "\0", watch=pending)
             kind = wd.classify_rsync(rc, self.stderr)
-            batch = []
-            if kind == "ok":
-                served = wd.parse_listing(out)
-                batch = [f for f in pending if served.get(f) == self.files[f]["size"]]
-            if batch:
+            received = len(self.jobs) - before
+            pending = []  # what was not received is back in self.retry (the watcher put it there)
+            if kind == "ok" or (kind == "missing" and received):
                 failing_since = None
-                self.sessions += 1
-                for rel in batch:
-                    os.makedirs(os.path.dirname(os.path.join(self.incoming, rel)), exist_ok=True)
-                rc, _out = self.rsync(batch_argv, stdin="\0".join(batch) + "\0", watch=batch)
-                kind = wd.classify_rsync(rc, self.stderr)
-                pending = [f for f in pending if f not in batch]
-                if kind in ("ok", "missing"):
-                    continue
+                continue
             now = time.monotonic()
             failing_since = (failing_since or now) if kind == "retry" else None
             if (
@@ -277,7 +274,7 @@ class Puller:
                 or (failing_since is not None and now - failing_since > p["io_timeout"])
             ):
                 with self.lock:
-                    for rel in pending or ["(listing)"]:
+                    for rel in self.retry or ["(all)"]:
                         self.failed.setdefault(
                             rel, f"rsync from {p['upstream']} failed (rc={rc}): {self.stderr.strip()[-500:]}"
                         )

@@ -38,5 +38,5 @@ def test_ready_entry_point_only_names_known_variables():
 
 def test_main_only_dispatches():
     tasks = _load(ROLE / "tasks" / "main.yml")
-    allowed = {"name", "ansible.builtin.import_tasks", "ansible.builtin.include_tasks", "tags"}
+    allowed = {"name", "ansible.builtin.import_tasks", "ansible.builtin.include_tasks", "tags", "when"}
     assert all(set(t) <= allowed for t in tasks)

@@ -128,6 +128,7 @@ DENIED_STDERR = (
         (5, DENIED_STDERR, "fatal"),
         (5, "@ERROR: max connections (4) reached -- try again later\n", "retry"),
         (23, "rsync: write failed on /m/x: No space left on device (28)", "fatal"),
+        (23, MISSING_STDERR + "rsync: write failed on /m/y: No space left on device (28)\n", "fatal"),
         (11, "rsync: write failed on /m/x: No space left on device (28)", "fatal"),
         (2, "protocol incompatibility", "fatal"),
     ],

@@ -62,8 +62,9 @@ class Daemon:
     def __init__(self, tmp: Path, path: Path, name: str) -> None:
         self.port = free_port()
         self.conf = tmp / f"rsyncd-{name}.conf"
+        self.log = tmp / f"rsyncd-{name}.log"
         self.conf.write_text(
-            f"port = {self.port}\naddress = 127.0.0.1\nuse chroot = no\nreverse lookup = no\n"
+            f"port = {self.port}\naddress = 127.0.0.1\nuse chroot = no\nreverse lookup = no\nlog file = {self.log}\n"
             f"[inferops-weights]\npath = {path}\nread only = yes\nhosts allow = 127.0.0.1\nhosts deny = *\n"
             "exclude = /.inferops-* /.cache/ /.rsync-partial/ .rsync-partial/\n"
         )
@@ -172,7 +173,11 @@ def test_pipelined_chain_through_real_rsync_daemons(tmp_path, rsync_needed):
 
         tc = threading.Thread(target=pull, args=("c", c, d_b.port))
         tc.start()
-        time.sleep(0.5)
+        # b starts only once c has asked b for files (and found none): c has to wait for b
+        deadline = time.monotonic() + 60
+        while "connect from" not in (d_b.log.read_text() if d_b.log.exists() else ""):
+            assert time.monotonic() < deadline, "c never contacted b"
+            time.sleep(0.1)
         pull("b", b, d_seed.port)
         tc.join(90)
     finally:
