@@ -8,6 +8,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     SKEW_KEYS,
+    healthy_others,
     inflight_requests,
     node_status,
     replica_summary,
@@ -40,6 +41,7 @@ class FilterModule:
             "replica_summary": replica_summary,
             "router_worker_ids": router_worker_ids,
             "router_membership": router_membership,
+            "router_healthy_others": healthy_others,
             "inflight_requests": _inflight_requests,
             "node_status": node_status,
             "status_table": status_table,

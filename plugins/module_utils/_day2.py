@@ -274,3 +274,13 @@ def skew_facts(hostvars: Mapping, result_name: str) -> dict:
     for key in SKEW_KEYS:
         facts[key] = info.get(key)
     return facts
+
+
+def healthy_others(workers: Mapping | str, url: str) -> list[str]:
+    """URLs of the router's healthy workers other than `url`: who takes the traffic while `url` is drained."""
+    want = url.rstrip("/")
+    return sorted(
+        str(w.get("url", "")).rstrip("/")
+        for w in _workers(workers)
+        if w.get("is_healthy") and str(w.get("url", "")).rstrip("/") != want
+    )

@@ -223,3 +223,14 @@ def test_skew_facts_feed_the_guard():
         "cuda_version": None,
     }
     assert skew_errors(facts) == ["replica r0: engine_version differs between its nodes: 0.32.0 on n1; 0.33.0 on n2"]
+
+
+def test_healthy_others_guards_the_last_worker():
+    from ansible_collections.inferops.cluster.plugins.module_utils._day2 import healthy_others
+
+    two = json.loads((FIXTURES / "router_workers_two.json").read_text())
+    assert healthy_others(two, "http://127.0.0.1:18001") == ["http://127.0.0.1:18002"]
+    one = json.loads((FIXTURES / "router_workers_one.json").read_text())
+    assert healthy_others(one, "http://127.0.0.1:18001/") == []  # draining it would leave no worker
+    sick = dict(two, workers=[dict(w, is_healthy=w["url"].endswith("18001")) for w in two["workers"]])
+    assert healthy_others(sick, "http://127.0.0.1:18001") == []
