@@ -104,7 +104,7 @@ def test_two_node_lab_serves_is_idempotent_and_recovers_from_a_dead_rank(lab):
 
     # 1. up, and a chat completion through the head
     first = ansible(PLAYBOOK, "-i", inv)
-    assert "Application startup complete" in first.stdout
+    assert "serves tiny-llama at" in first.stdout
     answer = chat(api_url, key, "tiny-llama")
     assert answer["model"] == "tiny-llama"
     assert answer["usage"]["completion_tokens"] >= 1
