@@ -249,9 +249,16 @@ def rsync_list_argv(rsync: str, address: str, port: int, module: str, timeout: i
 
 
 def rsync_batch_argv(
-    rsync: str, address: str, port: int, module: str, dest: str, timeout: int = 60, bwlimit_kbps: int = 0
+    rsync: str,
+    address: str,
+    port: int,
+    module: str,
+    dest: str,
+    files_from: str,
+    timeout: int = 60,
+    bwlimit_kbps: int = 0,
 ) -> list[str]:
-    """argv that pulls the files named on stdin (NUL separated) in one session into ``dest``.
+    """argv that pulls the files named in ``files_from`` (NUL separated) in one session into ``dest``.
 
     One session for every file the upstream already has keeps the link busy between files; each
     file appears under its final name in ``dest`` only once rsync has received it whole (rsync
@@ -264,7 +271,7 @@ def rsync_batch_argv(
         "--partial",
         "--partial-dir=.rsync-partial",
         "--from0",
-        "--files-from=-",
+        f"--files-from={files_from}",
         f"--timeout={int(timeout)}",
         f"--contimeout={min(int(timeout), 30)}",
         "--no-motd",

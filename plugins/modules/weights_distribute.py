@@ -56,7 +56,7 @@ options:
   poll_interval:
     description: Seconds between two looks for a file the upstream does not have yet.
     type: float
-    default: 0.5
+    default: 0.2
   attempts:
     description: Transfers of one file that may end with a wrong sha256 before the module fails.
     type: int
@@ -125,8 +125,6 @@ digest:
 """
 
 import os
-import subprocess
-import tempfile
 import threading
 import time
 import traceback
@@ -161,6 +159,7 @@ class Puller:
         self.waits = 0
         self.sessions = 0
         self.stderr = ""
+        self.files_from = os.path.join(module.tmpdir, "files-from")
         self.pool = ThreadPoolExecutor(max_workers=max(1, self.p["workers"]))
         self.jobs: list = []
 
@@ -188,48 +187,48 @@ class Puller:
                 self.failed[rel] = str(exc)
 
     # -- upstream ------------------------------------------------------------
-    def rsync(self, argv: list[str], stdin: str | None = None, watch: list[str] | None = None) -> tuple[int, str]:
-        """Run rsync (argv list, no shell); while it runs, hand every watched file that reached
-        its final name to the hash pool."""
-        with tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE if watch is None else subprocess.DEVNULL,
-                stderr=err,
-                text=True,
-            )
-            if watch is None:
-                out, _unused = proc.communicate(stdin)
-            else:
-                base = {}
-                for rel in watch:  # an old copy there (the delta basis) is not the new file
-                    try:
-                        base[rel] = os.stat(os.path.join(self.incoming, rel)).st_ino
-                    except FileNotFoundError:
-                        base[rel] = None
-                proc.stdin.write(stdin or "")
-                proc.stdin.close()
-                remaining = list(watch)
-                while True:
-                    done = proc.poll() is not None
-                    for rel in list(remaining):
-                        try:
-                            st = os.stat(os.path.join(self.incoming, rel))
-                        except FileNotFoundError:
-                            continue
-                        if st.st_ino != base[rel] and st.st_size == self.files[rel]["size"]:
-                            remaining.remove(rel)
-                            self.jobs.append(self.pool.submit(self.check_and_install, rel))
-                    if done:
-                        break
-                    time.sleep(0.05)
-                out = ""
-                with self.lock:
-                    self.retry.extend(remaining)  # not received in this session
-            err.seek(0)
-            self.stderr = err.read()
-            return proc.returncode, out
+    def scan(self, remaining: list[str], base: dict[str, int | None]) -> None:
+        """Hand every watched file that rsync has renamed to its final name to the hash pool."""
+        for rel in list(remaining):
+            try:
+                st = os.stat(os.path.join(self.incoming, rel))
+            except FileNotFoundError:
+                continue
+            if st.st_ino != base[rel] and st.st_size == self.files[rel]["size"]:
+                remaining.remove(rel)
+                self.jobs.append(self.pool.submit(self.check_and_install, rel))
+
+    def rsync(self, argv: list[str], watch: list[str]) -> int:
+        """Run one rsync session (argv list, no shell) for the files in ``watch``; a watcher
+        thread hashes them as they land."""
+        with open(self.files_from, "w", encoding="utf-8") as fh:
+            fh.write("\0".join(watch) + "\0")
+        base: dict[str, int | None] = {}
+        for rel in watch:  # an old copy there (the delta basis) is not the new file
+            try:
+                base[rel] = os.stat(os.path.join(self.incoming, rel)).st_ino
+            except FileNotFoundError:
+                base[rel] = None
+        remaining = list(watch)
+        stop = threading.Event()
+
+        def watcher() -> None:
+            while not stop.is_set():
+                self.scan(remaining, base)
+                stop.wait(0.05)
+
+        thread = threading.Thread(target=watcher, daemon=True)
+        thread.start()
+        try:
+            rc, _out, err = self.module.run_command(argv)
+        finally:
+            stop.set()
+            thread.join()
+        self.scan(remaining, base)
+        with self.lock:
+            self.retry.extend(remaining)  # not received in this session
+        self.stderr = err
+        return rc
 
     def run(self, todo: list[str]) -> None:
         p = self.p
@@ -237,7 +236,14 @@ class Puller:
         deadline = time.monotonic() + p["timeout"]
         failing_since = None
         batch_argv = wd.rsync_batch_argv(
-            p["rsync"], p["upstream"], p["port"], p["module_name"], self.incoming, p["io_timeout"], p["bwlimit_kbps"]
+            p["rsync"],
+            p["upstream"],
+            p["port"],
+            p["module_name"],
+            self.incoming,
+            self.files_from,
+            p["io_timeout"],
+            p["bwlimit_kbps"],
         )
         os.makedirs(self.incoming, exist_ok=True)
         while True:
@@ -259,7 +265,7 @@ class Puller:
             for rel in pending:
                 os.makedirs(os.path.dirname(os.path.join(self.incoming, rel)), exist_ok=True)
             before = len(self.jobs)
-            rc, _out = self.rsync(batch_argv, stdin="\0".join(pending) + "\0", watch=pending)
+            rc = self.rsync(batch_argv, watch=pending)
             kind = wd.classify_rsync(rc, self.stderr)
             received = len(self.jobs) - before
             pending = []  # what was not received is back in self.retry (the watcher put it there)

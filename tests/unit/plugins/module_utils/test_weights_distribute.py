@@ -170,7 +170,9 @@ def test_list_and_batch_argv():
     listing = wd.rsync_list_argv("rsync", "10.0.0.2", 8730, "inferops-weights", 30)
     assert listing[:4] == ["rsync", "--list-only", "--recursive", "--no-human-readable"]
     assert listing[-1] == "rsync://10.0.0.2:8730/inferops-weights/"
-    batch = wd.rsync_batch_argv("rsync", "10.0.0.2", 8730, "inferops-weights", "/m/x/.inferops-incoming", 30, 500)
-    assert "--from0" in batch and "--files-from=-" in batch and "--partial-dir=.rsync-partial" in batch
+    batch = wd.rsync_batch_argv(
+        "rsync", "10.0.0.2", 8730, "inferops-weights", "/m/x/.inferops-incoming", "/tmp/list", 30, 500
+    )
+    assert "--from0" in batch and "--files-from=/tmp/list" in batch and "--partial-dir=.rsync-partial" in batch
     assert "--bwlimit=500" in batch
     assert batch[-2:] == ["rsync://10.0.0.2:8730/inferops-weights/", "/m/x/.inferops-incoming/"]

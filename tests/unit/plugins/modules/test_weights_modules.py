@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -77,6 +78,13 @@ class Daemon:
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError("rsync daemon did not start")
+
+    def sessions_ended(self) -> int:
+        """Client sessions (not bare connections) that the daemon has logged as finished."""
+        text = self.log.read_text() if self.log.exists() else ""
+        started = set(re.findall(r"\[(\d+)\] rsync on ", text))
+        ended = set(re.findall(r"\[(\d+)\] sent \d+ bytes", text))
+        return len(started & ended)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -173,9 +181,9 @@ def test_pipelined_chain_through_real_rsync_daemons(tmp_path, rsync_needed):
 
         tc = threading.Thread(target=pull, args=("c", c, d_b.port))
         tc.start()
-        # b starts only once c has asked b for files (and found none): c has to wait for b
+        # b starts only once a session of c at b has ended (finding nothing): c has to wait for b
         deadline = time.monotonic() + 60
-        while "connect from" not in (d_b.log.read_text() if d_b.log.exists() else ""):
+        while not d_b.sessions_ended():
             assert time.monotonic() < deadline, "c never contacted b"
             time.sleep(0.1)
         pull("b", b, d_seed.port)
