@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -119,6 +120,7 @@ def main() -> int:
                 print(json.dumps({"t1_s": round(t1, 1)}), flush=True)
         finally:
             lab.down()
+            shutil.rmtree(work, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"t1_s": t1, "rows": rows, "args": vars(args)}, indent=1) + "\n")
