@@ -91,9 +91,16 @@ def parse_events(text: str) -> list[dict[str, Any]]:
 
 
 def parse_nccl_transports(text: str) -> dict[str, Any]:
-    """What NCCL_DEBUG=INFO says about the transports in use."""
+    """What NCCL_DEBUG=INFO says about the transports in use.
+
+    ``network`` is the network NCCL chose (``Using network IB|Socket``; it initialises one even on a
+    single host), ``channel_networks`` the networks channels actually go through (``via NET/IB``),
+    ``via`` every channel transport (``P2P/CUMEM``, ``SHM/direct``, ``NET/IB`` ...).
+    """
     via: set[str] = set()
-    nets: set[str] = set()
+    channel_nets: set[str] = set()
+    plugins: set[str] = set()
+    network = None
     interfaces: list[str] = []
     version = None
     for line in text.splitlines():
@@ -106,20 +113,22 @@ def parse_nccl_transports(text: str) -> dict[str, Any]:
             for transport in _VIA.findall(line):
                 via.add(transport)
                 if transport.startswith("NET/"):
-                    nets.add(transport.split("/", 1)[1])
+                    channel_nets.add(transport.split("/", 1)[1])
         match = _NET_USING.search(line)
         if match:
-            nets.add(match.group(1))
+            plugins.add(match.group(1))
             using = f"NET/{match.group(1)}: {match.group(2).strip()}"
             if using not in interfaces:
                 interfaces.append(using)
         match = _USING_NETWORK.search(line)
         if match:
-            nets.add(match.group(1))
+            network = match.group(1)
     return {
         "nccl_version": version,
         "via": sorted(via),
-        "networks": sorted(nets),
+        "network": network,
+        "channel_networks": sorted(channel_nets),
+        "networks": sorted(channel_nets | ({network} if network else set()) | plugins),
         "interfaces": interfaces,
     }
 
@@ -149,21 +158,24 @@ def transport_problems(expect: str, backend: str, transports: dict[str, Any]) ->
     if backend != "nccl":
         return [f"transport {expect!r} can only be asserted with the nccl backend (backend is {backend})"]
     via = transports.get("via") or []
-    nets = set(transports.get("networks") or [])
-    if not via and not nets:
+    channel_nets = set(transports.get("channel_networks") or [])
+    network = transports.get("network")
+    if not via and not network:
         return ["NCCL printed no transport lines: is NCCL_DEBUG=INFO set for the check?"]
     problems = []
     if expect == "ib":
-        if "IB" not in nets:
-            problems.append("RDMA expected but NCCL did not use NET/IB")
-        if "Socket" in nets:
-            problems.append("RDMA expected but NCCL used NET/Socket (TCP) between nodes")
+        if "IB" not in channel_nets and network != "IB":
+            problems.append(f"RDMA expected but NCCL did not use NET/IB (network: {network or 'none'})")
+        if "Socket" in channel_nets or network == "Socket":
+            problems.append("RDMA expected but NCCL used NET/Socket (TCP)")
     elif expect == "socket":
-        if "Socket" not in nets:
-            problems.append("NET/Socket expected but NCCL did not use it")
+        if "Socket" not in channel_nets and network != "Socket":
+            problems.append(f"NET/Socket expected but NCCL used {network or 'no network'}")
     elif expect == "p2p":
-        if nets:
-            problems.append(f"intra-node P2P expected but NCCL used the network: {', '.join(sorted(nets))}")
+        if channel_nets:
+            problems.append(
+                f"intra-node P2P expected but channels went over the network: {', '.join(sorted(channel_nets))}"
+            )
         if not any(v.startswith(("P2P", "SHM")) for v in via):
             problems.append("intra-node P2P expected but no channel went via P2P or SHM")
     return problems
@@ -240,7 +252,7 @@ def build_report(
         problems.append("the all-reduce script printed no INFEROPS_COMM lines")
     elif not done and not missing:
         problems.append("the all-reduce script did not finish")
-    transports = parse_nccl_transports(text) if backend == "nccl" else {"via": [], "networks": [], "interfaces": []}
+    transports = parse_nccl_transports(text) if backend == "nccl" else {"via": [], "network": None, "networks": []}
     if done and backend:
         problems.extend(transport_problems(expect, backend, transports))
     return {
@@ -277,10 +289,10 @@ def format_table(report: dict[str, Any]) -> list[str]:
         lines.append("")
         lines.append(f"avg busbw {avg:.2f} GB/s, peak busbw {max(r['busbw_gbps'] for r in rows):.2f} GB/s")
     transports = report.get("transports") or {}
-    if transports.get("via") or transports.get("networks"):
+    if transports.get("via") or transports.get("network"):
         lines.append(
-            "transports: "
-            + ", ".join(transports.get("via") or [])
-            + (f" (network: {', '.join(transports['networks'])})" if transports.get("networks") else "")
+            "channels via: "
+            + (", ".join(transports.get("via") or []) or "none")
+            + (f"; NCCL network: {transports['network']}" if transports.get("network") else "")
         )
     return lines

@@ -124,6 +124,14 @@ def test_nccl_transports_from_log():
     assert seen["interfaces"][0].endswith("OOB xgbe0:10.63.65.208<0>")
 
 
+def test_real_h200_log_single_host_channels_stay_off_the_network():
+    seen = parse_nccl_transports((FIXTURES / "nccl_h200x2_p2p.txt").read_text())
+    assert seen["nccl_version"] == "2.28.9+cuda13.0"
+    assert seen["via"] == ["P2P/CUMEM"]
+    assert seen["network"] == "Socket"  # NCCL initialises a network even on one host ...
+    assert seen["channel_networks"] == []  # ... but no channel uses it
+
+
 def test_describe_missing_groups_ranks_by_host():
     peers = [{"host": "a", "node_rank": 0}, {"host": "b", "node_rank": 1}]
     assert describe_missing([9, 8, 15], peers, 8) == "b (ranks 8, 9, 15)"
