@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAB_IMAGE ?= inferops-lab:bookworm
 LAB_NODES ?= 2
 
-.PHONY: help venv collection docker lab-image wheelhouse engines-venv lint sanity unit molecule integration test demo lab-down clean
+.PHONY: help venv collection docker lab-image wheelhouse engines-venv lint sanity unit molecule integration test-long test demo lab-down clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -57,7 +57,10 @@ molecule: venv lab-image ## every molecule scenario: converge, idempotence, veri
 	scripts/molecule-all.sh
 
 integration: venv lab-image wheelhouse ## end-to-end runs of the playbooks against the lab
-	$(BIN)/pytest -q -p no:cacheprovider tests/integration
+	$(BIN)/pytest -q -p no:cacheprovider -m "not long" tests/integration
+
+test-long: venv lab-image wheelhouse ## the longer lab runs: recovery, docker runtime, verify/bench, day-2
+	$(BIN)/pytest -q -p no:cacheprovider -m long tests/integration
 
 test: lint sanity unit molecule integration ## everything CI runs
 	@echo "make test: all checks passed"

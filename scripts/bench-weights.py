@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of the weights distribution (not a test): staging time against the number of nodes.
 
 Builds N lab nodes (containers of the lab image, ``iw-b*``), limits every node's egress on eth0

@@ -95,7 +95,7 @@ def lab(tmp_path_factory):
         ansible("playbooks/lab.yml", *common, "-e", "lab_state=absent", check=False)
 
 
-def test_two_node_lab_serves_is_idempotent_and_recovers_from_a_dead_rank(lab):
+def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     inv = str(lab)
     hosts = yaml.safe_load((lab / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
     head, follower = sorted(hosts)
@@ -130,7 +130,18 @@ def test_two_node_lab_serves_is_idempotent_and_recovers_from_a_dead_rank(lab):
     assert f"----- {follower} (rank 1), last" in failed.stdout
     assert "inferops-engine.service: Main process exited, code=killed" in failed.stdout
 
-    # ... and the next run restarts the whole replica, which serves again
+
+@pytest.mark.long
+def test_next_run_restarts_the_whole_replica_after_a_dead_rank(lab):
+    """Recovery (make test-long): after a rank was killed, the next run restarts both ranks and serves."""
+    inv = str(lab)
+    hosts = yaml.safe_load((lab / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
+    head, follower = sorted(hosts)
+    key = yaml.safe_load((lab / "group_vars" / "all" / "secrets.yml").read_text())["inferops_api_key"]
+    api_url = f"http://{hosts[head]['inferops_address']}:8000"
+    ansible(PLAYBOOK, "-i", inv)
+    before = {node: invocation(node) for node in (head, follower)}
+    docker_exec(follower, "systemctl", "kill", "--signal=SIGKILL", "inferops-engine.service")
     third = ansible(PLAYBOOK, "-i", inv)
     assert "restarting all 2 ranks together" in third.stdout
     after = {node: invocation(node) for node in (head, follower)}
@@ -163,6 +174,7 @@ def engine_image():
     return ENGINE_IMAGE
 
 
+@pytest.mark.long
 def test_docker_runtime_single_node(engine_image, tmp_path):
     model = ROOT / ".cache" / "lab" / "models" / "tiny-llama"
     if not (model / "config.json").is_file():

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.long]
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

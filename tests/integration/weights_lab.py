@@ -254,6 +254,7 @@ def playbook(inventory: Path, *extra: str, playbook_path: str = "playbooks/weigh
         env=e,
         text=True,
         capture_output=True,
+        check=False,
     )
     try:
         start = proc.stdout.index("{")

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Make a tiny random-weight Llama model with a locally trained BPE tokenizer.
 
 No model hub is reachable from the lab, so the lab serves a model made here: a byte-level BPE

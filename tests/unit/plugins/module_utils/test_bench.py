@@ -198,13 +198,13 @@ def test_summary_reports_unreadable_result():
 
 
 def test_markdown_matches_seed_row_for_sglang():
-    rows, _ = summarize(_files("sglang"))
+    rows, _skipped = summarize(_files("sglang"))
     md = to_markdown(rows)
     assert "| 1 | 285.84 | 17.42 | 17.42 | 55.60 | 128.0 | 128.0 |" in md  # seed 003's row, as printed there
 
 
 def test_chart_series_one_line_per_length_pair():
-    rows, _ = summarize(_files("sglang"))
+    rows, _skipped = summarize(_files("sglang"))
     series = chart_series(rows, "output_throughput")
     assert sorted(series) == ["128/128", "256/256"]
     assert series["128/128"][0] == [1, 2]

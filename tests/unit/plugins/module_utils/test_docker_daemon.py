@@ -52,9 +52,9 @@ def test_merge(current, managed, expected):
 
 def test_plan_update_is_idempotent_on_data_not_text():
     text = '{"runtimes":{"nvidia":{"path":"nvidia-container-runtime","args":[]}},"data-root":"/mnt/docker"}'
-    changed, before, after, _ = plan_update(text, {"data-root": "/mnt/docker"})
+    changed, before, after, _rendered = plan_update(text, {"data-root": "/mnt/docker"})
     assert changed is False and before == after
-    changed, _, after, rendered = plan_update(text, {"data-root": "/srv/docker"})
+    changed, _before, after, rendered = plan_update(text, {"data-root": "/srv/docker"})
     assert changed is True
     assert json.loads(rendered) == after
     assert after["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"

@@ -163,17 +163,17 @@ def test_http_probes_on_captured_answers():
 
 
 def test_models_probe_rejects_another_model_and_errors():
-    fetch, _ = fetch_answering({("GET", "/v1/models"): (200, (FIXTURES / "vllm_models.json").read_text())})
+    fetch, _calls = fetch_answering({("GET", "/v1/models"): (200, (FIXTURES / "vllm_models.json").read_text())})
     result = models_probe(fetch, "deepseek-r1")()
     assert not result.ok
     assert "deepseek-r1" in result.detail
-    broken, _ = fetch_answering({("GET", "/v1/models"): OSError("Connection refused")})
+    broken, _calls = fetch_answering({("GET", "/v1/models"): OSError("Connection refused")})
     assert "Connection refused" in models_probe(broken, "x")().detail
 
 
 def test_completion_probe_fails_on_engine_dead_error():
     # /health can answer 200 while the engine cannot generate: the completion must fail the phase
-    fetch, _ = fetch_answering({("POST", "/v1/completions"): (500, '{"error": "EngineDeadError"}')})
+    fetch, _calls = fetch_answering({("POST", "/v1/completions"): (500, '{"error": "EngineDeadError"}')})
     result = completion_probe(fetch, "tiny-llama")()
     assert not result.ok
     assert "HTTP 500" in result.detail

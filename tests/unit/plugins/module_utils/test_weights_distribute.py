@@ -29,7 +29,7 @@ def test_tree_rounds_grow_like_log2(n):
     assert len(wd.rounds(up, "tree")) == math.ceil(math.log2(n))
     # every node that has the files serves at most one new node per round
     for r in wd.rounds(up, "tree"):
-        sources = [src for src, _ in r]
+        sources = [src for src, _dst in r]
         assert len(sources) == len(set(sources))
 
 

@@ -36,7 +36,7 @@ SHA = "d005c7f5b5ed4cfd24fa80448ddb52f69fa7f89ae9cc0216c863f87bdd9d53bf"
 )
 def test_check_source(params, errors):
     got = ws.check_source(params)
-    assert [e.split(" ")[0] for e in got] == errors
+    assert [e.split(" ", maxsplit=1)[0] for e in got] == errors
 
 
 def test_hf_expected_and_fill_known():

@@ -30,7 +30,11 @@ def run_module(name: str, args: dict, tmp: Path, check_mode: bool = False) -> di
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}}))
     env = {**os.environ, "PYTHONPATH": str(COLLECTIONS)}
     proc = subprocess.run(
-        [sys.executable, str(MODULES / f"{name}.py"), str(argfile)], capture_output=True, text=True, env=env
+        [sys.executable, str(MODULES / f"{name}.py"), str(argfile)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     try:
         return json.loads(proc.stdout)
