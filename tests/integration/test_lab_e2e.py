@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = "inferops-itest"
+LAB = os.environ.get("INFEROPS_E2E_LAB_NAME", "inferops-itest")
 PLAYBOOK = os.environ.get("INFEROPS_E2E_PLAYBOOK", "site.yml")
 ENGINE_IMAGE = "inferops-itest-vllm-cpu:0.32.0"
 SHORT_WAIT = json.dumps(
