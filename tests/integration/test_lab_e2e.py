@@ -131,9 +131,8 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     assert "inferops-engine.service: Main process exited, code=killed" in failed.stdout
 
 
-@pytest.mark.long
 def test_next_run_restarts_the_whole_replica_after_a_dead_rank(lab):
-    """Recovery (make test-long): after a rank was killed, the next run restarts both ranks and serves."""
+    """Recovery: after a rank was killed, the next run restarts both ranks together and serves again."""
     inv = str(lab)
     hosts = yaml.safe_load((lab / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
     head, follower = sorted(hosts)
