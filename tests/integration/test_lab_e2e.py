@@ -214,6 +214,10 @@ def test_docker_runtime_single_node(engine_image, tmp_path):
                                 "inference_server_container": "inferops-itest-engine",
                                 "inference_server_image_pull": "never",
                                 "inference_server_shm_size": "1g",
+                                # this machine refuses limits above its hard ones (memlock 8 MiB,
+                                # nofile 20000; no CAP_SYS_RESOURCE);
+                                # real GPU nodes keep the role's default (unlimited, needed by RDMA)
+                                "inference_server_ulimits": ["memlock:8388608:8388608", "nofile:20000:20000"],
                                 "inference_server_config_dir": str(tmp_path / "etc"),
                             },
                         }
@@ -233,7 +237,9 @@ def test_docker_runtime_single_node(engine_image, tmp_path):
         assert host_config["NetworkMode"] == "host"
         assert host_config["IpcMode"] == "host"
         assert host_config["Privileged"] is False
-        assert {u["Name"]: u["Hard"] for u in host_config["Ulimits"]}["memlock"] == -1
+        ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host_config["Ulimits"]}
+        assert ulimits["memlock"] == (8388608, 8388608)  # the role passes the configured ulimits through
+        assert ulimits["nofile"] == (20000, 20000)
         assert f"{model}:{model}:ro" in host_config["Binds"]
         assert key not in " ".join(info["Args"])  # the key comes from the env file, not argv
         answer = chat(f"http://127.0.0.1:{port}", key, "tiny-llama")
