@@ -221,6 +221,39 @@ def test_converts_bit_exactly_with_a_loadable_layout_and_skips_on_rerun(ckpt, tm
     assert {n: os.stat(out / n).st_ino for n in SHARDS} == before
 
 
+@pytest.mark.parametrize("mode", ["early", "kernel"])
+def test_writeback_modes_write_the_same_bits(ckpt, tmp_path, capsys, monkeypatch, mode):
+    """early asks the kernel to start writing every item's bytes (each shard's data section
+    exactly, nothing twice); kernel asks for nothing. Both give the reference bits."""
+    inp, tensors = ckpt
+    out = tmp_path / "out"
+    hinted = []
+    real_start = conv.Writeback.start
+
+    def record(self, fd, off, n):
+        if self.call is not None:
+            hinted.append((os.readlink(f"/proc/self/fd/{fd}"), off, n))
+        real_start(self, fd, off, n)
+
+    monkeypatch.setattr(conv.Writeback, "start", record)
+    args = ("--input", str(inp), "--output", str(out), "--item-mb", "1", "--writeback", mode, "--open-shards", "2")
+    rc, _stdout, stderr = run_inproc(capsys, *args)
+    assert rc == 0, stderr
+    verify_output(inp, out, tensors)
+    if mode == "kernel":
+        assert hinted == []
+        return
+    for name in SHARDS:
+        data = (out / name).read_bytes()
+        start = 8 + int.from_bytes(data[:8], "little")
+        ranges = sorted((off, n) for path, off, n in hinted if os.path.basename(path) == f".{name}.partial")
+        covered = start
+        for off, n in ranges:
+            assert off == covered, (name, off, covered)
+            covered += n
+        assert covered == len(data), name
+
+
 @pytest.mark.parametrize("use_table", [True, False], ids=["cpu-table", "elementwise-as-on-cuda"])
 def test_dequant_paths_match_the_reference(use_table):
     """Both conversion branches (the CPU table and the elementwise one the CUDA path runs), with
