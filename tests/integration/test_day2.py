@@ -115,9 +115,10 @@ class Cluster:
             check=True,
         ).stdout
         group_vars = self.inv / "group_vars" / "all"
+        # the vaulted key replaces the lab's plain-text one (same file: group_vars files load in name order)
+        (group_vars / "secrets.yml").write_text("---\n" + vaulted)
         (group_vars / "day2.yml").write_text(
             "---\n"
-            + vaulted
             + yaml.safe_dump(
                 {
                     "inferops_router_host": NODES[0],
