@@ -59,7 +59,7 @@ molecule: venv lab-image ## every molecule scenario: converge, idempotence, veri
 integration: venv lab-image wheelhouse ## end-to-end runs of the playbooks against the lab
 	$(BIN)/pytest -q -p no:cacheprovider -m "not long" tests/integration
 
-test-long: venv lab-image wheelhouse ## the longer lab runs: recovery, docker runtime, verify/bench, day-2
+test-long: venv lab-image wheelhouse ## the longer lab runs: docker runtime, verify/bench, day-2
 	$(BIN)/pytest -q -p no:cacheprovider -m long tests/integration
 
 test: lint sanity unit molecule integration ## everything CI runs

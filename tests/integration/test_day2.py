@@ -339,7 +339,7 @@ def test_teardown_leaves_nothing_listening(cluster):
     for node in NODES:
         units = node_exec(node, "systemctl", "list-units", "--all", "--no-legend", "inferops-*").stdout
         files = node_exec(node, "sh", "-c", "ls /etc/systemd/system | grep inferops || true").stdout
-        procs = node_exec(node, "sh", "-c", "pgrep -af 'vllm|sglang::router|inferops-router' || true").stdout
+        procs = node_exec(node, "pgrep", "-af", "vllm|sglang::router|inferops-router").stdout  # pgrep skips itself
         listening = node_exec(node, "ss", "-Htln").stdout
         ports = {int(m) for m in re.findall(r":(\d+)\s", listening)}
         print(
