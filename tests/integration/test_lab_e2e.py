@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -44,7 +45,13 @@ pytestmark = [
 def ansible(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
     proc = subprocess.run(
-        ["ansible-playbook", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800, check=False
+        [str(Path(sys.executable).parent / "ansible-playbook"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     if check and proc.returncode != 0:
         pytest.fail(f"ansible-playbook {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}")
