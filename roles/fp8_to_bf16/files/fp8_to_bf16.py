@@ -479,17 +479,14 @@ def fs_type(path: str) -> str:
     return kind
 
 
-def default_open_shards(out: str) -> int:
-    """tmpfs/ramfs: 8 (writes to one file are serialised, so spread them; measured on /dev/shm, GPU:
-    1 -> 15.0 s, 4 -> 9.1-10.0 s, 8 -> 8.2-8.3 s). Disks: 1 (shards finish and fsync one after
-    another, so write-back runs continuously beside the reads; 4 at once measured 25.8 s -> 37.4 s
-    on a local disk)."""
-    return 8 if fs_type(out) in ("tmpfs", "ramfs") else 1
+def output_defaults(out: str) -> tuple[int, str]:
+    """Shards written at once and the writeback mode for the output's file system.
 
-
-def default_writeback(out: str) -> str:
-    """early on disks (start each item's write at once); kernel on tmpfs/ramfs (nothing to write back)."""
-    return "kernel" if fs_type(out) in ("tmpfs", "ramfs") else "early"
+    tmpfs/ramfs: 8 shards (writes to one file are serialised, so spread them; measured on /dev/shm,
+    GPU: 1 -> 15.0 s, 4 -> 9.1-10.0 s, 8 -> 8.2-8.3 s) and kernel writeback (nothing to write back).
+    Disks: 1 shard (shards finish and fsync one after another; 4 at once measured 25.8 s -> 37.4 s on
+    a local disk) and early writeback (start each item's write at once)."""
+    return (8, "kernel") if fs_type(out) in ("tmpfs", "ramfs") else (1, "early")
 
 
 def interleave(plan: Plan, todo: list[int], k: int) -> list[Item]:
@@ -555,8 +552,8 @@ class Runner:
         self.engine = engine
         self.state = state
         self.fps = fps
-        self.items = interleave(plan, todo, args.open_shards or default_open_shards(args.output))
-        self.writeback = Writeback((args.writeback or default_writeback(args.output)) == "early")
+        self.items = interleave(plan, todo, args.open_shards)
+        self.writeback = Writeback(args.writeback == "early")
         self.next = 0
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -788,6 +785,9 @@ def convert(args) -> dict:
     inp, out = args.input, args.output
     check_output_dir(inp, out)
     item_bytes = max(1, args.item_mb) << 20
+    open_shards, writeback = output_defaults(out)
+    args.open_shards = args.open_shards or open_shards
+    args.writeback = args.writeback or writeback
     plan = build_plan(inp, item_bytes)
     state = load_state(out, inp)
 
@@ -849,8 +849,7 @@ def convert(args) -> dict:
         engine = Engine(torch, device, biggest)
         log(
             f"fp8_to_bf16: device {device}, {workers} workers, items of {args.item_mb} MiB, "
-            f"{args.open_shards or default_open_shards(out)} shard(s) at a time, "
-            f"writeback {args.writeback or default_writeback(out)}"
+            f"{args.open_shards} shard(s) at a time, writeback {args.writeback}"
         )
         Runner(plan, todo, args, engine, state, fps).run(workers)
 
