@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from playbook_run import ansible_playbook, recap
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = os.environ.get("INFEROPS_E2E_LAB_NAME", "inferops-itest")
@@ -43,29 +42,10 @@ pytestmark = [
 
 
 def ansible(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_FORCE_COLOR": "0"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    proc = ansible_playbook(*args)
     if check and proc.returncode != 0:
         pytest.fail(f"ansible-playbook {' '.join(args)} failed (rc {proc.returncode}):\n{proc.stdout[-6000:]}")
     return proc
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    """PLAY RECAP lines -> {host: {ok, changed, failed, ...}} summed over every play."""
-    totals: dict[str, dict[str, int]] = {}
-    for host, counters in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, flags=re.M):
-        for key, value in re.findall(r"(\w+)=(\d+)", counters):
-            totals.setdefault(host, {}).setdefault(key, 0)
-            totals[host][key] += int(value)
-    return totals
 
 
 def docker_exec(node: str, *argv: str) -> str:

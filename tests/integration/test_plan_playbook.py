@@ -6,38 +6,20 @@ The example hosts do not exist: the plan must be made without contacting any of 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from playbook_run import ansible_playbook, recap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "inventories" / "examples").iterdir() if p.is_dir())
-PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 
 
 def run_plan(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        [str(PLAYBOOK_BIN), str(ROOT / "playbooks" / "plan.yml"), "-i", str(inventory), *extra],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def recap(stdout: str) -> dict[str, dict[str, int]]:
-    out = {}
-    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", stdout, flags=re.M):
-        out[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
-    return out
+    return ansible_playbook(str(ROOT / "playbooks" / "plan.yml"), "-i", str(inventory), *extra, timeout=300)
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
