@@ -12,7 +12,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 LAB_IMAGE ?= inferops-lab:bookworm
 LAB_NODES ?= 2
 
-.PHONY: help venv collection docker lab-image wheelhouse engines-venv lint sanity unit molecule integration test-long test demo lab-down clean
+.PHONY: help host-tools venv collection lab-image wheelhouse engines-venv lint sanity unit molecule integration test-long test demo lab-down clean
 
 help:
 	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,10 +29,10 @@ collection: ## make this checkout loadable as inferops.cluster
 	mkdir -p $(dir $(COLLECTION_LINK))
 	ln -sfn ../../../.. $(COLLECTION_LINK)
 
-docker: ## install and start a Docker engine if none answers
-	scripts/ensure-docker.sh
+host-tools: ## install the host tools in scripts/host-tools.txt that are missing; start Docker
+	scripts/host-tools.sh
 
-lab-image: docker ## build the lab's Debian 12 systemd image locally
+lab-image: host-tools ## build the lab's Debian 12 systemd image locally
 	scripts/lab-image.sh $(LAB_IMAGE)
 
 wheelhouse: venv ## wheels of the lab's engine (vLLM for CPU), built once
@@ -44,13 +44,13 @@ lint: venv ## yamllint, ansible-lint (production profile), ruff
 	$(BIN)/ruff format --check .
 	$(BIN)/ansible-lint --offline
 
-sanity: venv ## ansible-test sanity on a copy laid out as ansible_collections/inferops/cluster
+sanity: venv host-tools ## ansible-test sanity on a copy laid out as ansible_collections/inferops/cluster
 	scripts/sanity.sh
 
 engines-venv: wheelhouse ## the real vLLM and sglang argument parsers, for the argv tests
 	scripts/engines-venv.sh
 
-unit: venv engines-venv ## pytest unit tests (plan, parsers, argv checked by the real engine parsers)
+unit: venv host-tools engines-venv ## pytest unit tests (plan, parsers, argv checked by the real engine parsers)
 	$(BIN)/pytest -q tests/unit
 
 molecule: venv lab-image ## every molecule scenario: converge, idempotence, verify
@@ -62,13 +62,24 @@ integration: venv lab-image wheelhouse ## end-to-end runs of the playbooks again
 test-long: venv lab-image wheelhouse ## the longer lab runs: docker runtime, verify/bench, day-2
 	$(BIN)/pytest -q -p no:cacheprovider -m long tests/integration
 
-test: lint sanity unit molecule integration ## everything CI runs
+test: host-tools lint sanity unit molecule integration ## everything CI runs
 	@echo "make test: all checks passed"
 
-demo: venv lab-image wheelhouse ## the main job on the embedded default: a 2-node lab serving vLLM
+demo: host-tools venv lab-image wheelhouse ## the main job on the embedded default: a 2-node lab serving vLLM
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_nodes=$(LAB_NODES) -e lab_image=$(LAB_IMAGE)
 	$(BIN)/ansible-playbook site.yml -i inventories/lab
 	$(BIN)/ansible-playbook playbooks/smoke.yml -i inventories/lab
+	@echo
+	@echo "The lab serves. What to try next (PATH=.venv/bin:\$$PATH, or prefix .venv/bin/):"
+	@echo "  ansible-playbook playbooks/status.yml -i inventories/lab      # every rank, its engine, ready or not"
+	@echo "  ansible-playbook site.yml -i inventories/lab                  # again: changed=0, nothing restarts"
+	@echo "  ansible-playbook playbooks/bench.yml -i inventories/lab \\"
+	@echo "    -e '{\"benchmark_lengths\": [{\"input\": 64, \"output\": 32}], \"benchmark_concurrencies\": [1, 2, 4]}'"
+	@echo "                                  # the sweep; table and charts under out/bench/r0/RUN_ID/"
+	@echo "  ansible-playbook playbooks/upgrade.yml -i inventories/lab \\"
+	@echo "    -e '{\"inferops_engine_args\": {\"max-model-len\": 1024, \"dtype\": \"float32\", \"enforce-eager\": true}}'"
+	@echo "                                  # rolling upgrade to new engine flags: one replica at a time, waited"
+	@echo "  make lab-down                   # remove the lab nodes and network"
 
 lab-down: venv ## remove the lab nodes, network and inventory
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent

@@ -42,7 +42,7 @@ def model(tmp_path):
 
 def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subprocess.CompletedProcess, dict]:
     if not PLAYBOOK_BIN.exists():
-        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+        pytest.fail(f"no ansible-playbook beside {sys.executable}: run the tests with the venv (make unit)")
     seen = tmp_path / "seen.txt"
     wrapper = tmp_path / "site.yml"
     wrapper.write_text(
@@ -144,7 +144,7 @@ def test_output_inside_input_fails_before_changing_the_host(tmp_path, model):
 def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     """The argv the role builds for runtime docker (rendered by the role itself, not run here)."""
     if not PLAYBOOK_BIN.exists():
-        pytest.skip(f"no ansible-playbook beside {sys.executable}")
+        pytest.fail(f"no ansible-playbook beside {sys.executable}: run the tests with the venv (make unit)")
     argv_file = tmp_path / "argv.json"
     wrapper = tmp_path / "render.yml"
     wrapper.write_text(
