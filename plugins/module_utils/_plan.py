@@ -412,7 +412,7 @@ def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
 
 def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int]) -> list[str]:
     """The engine command line for one rank; the API key only as a placeholder."""
-    extra = render_flags(node.engine_args)
+    extra = render_flags(node.engine_args, node.engine)
     if node.engine == "sglang":
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", node.model_path]
         if node.served_model_name != node.model_path:
