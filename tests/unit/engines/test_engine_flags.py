@@ -4,6 +4,7 @@
   define with argparse.BooleanOptionalAction: this test fails when an engine upgrade makes it drift.
 - false renders as the parser takes it: vLLM ``--no-enable-chunked-prefill`` parses to
   enable_chunked_prefill=False; a store_true flag set to false is dropped (its default).
+- no real flag is refused as an abbreviation of a plan-owned flag.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._engine_flags imp
     BOOLEAN_OPTIONAL_FLAGS,
     ENGINE_VERSIONS,
 )
-from ansible_collections.inferops.cluster.plugins.module_utils._plan import build_plan
+from ansible_collections.inferops.cluster.plugins.module_utils._plan import _MANAGED_FLAGS, _owned_flag, build_plan
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).parent
@@ -113,3 +114,11 @@ def test_false_drops_an_sglang_store_true_flag(parsed: dict[str, dict[str, Any]]
     assert on["args"]["enable_metrics"] is True
     assert on["args"]["disable_radix_cache"] is True
     assert on["args"]["enable_tf32_matmul"] is True
+
+
+@pytest.mark.parametrize("engine", sorted(_MANAGED_FLAGS))
+def test_no_real_flag_is_taken_for_a_plan_owned_one(engine: str, real: dict[str, Any]) -> None:
+    managed = _MANAGED_FLAGS[engine]
+    names = set(real["options"][engine]) | {"no-" + f for f in real["boolean_optional"][engine]}
+    refused = {n: _owned_flag(n, managed) for n in names if n.removeprefix("no-") not in managed}
+    assert {n: owner for n, owner in refused.items() if owner} == {}
