@@ -10,6 +10,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import PlanError, build_plan
+from ansible_collections.inferops.cluster.plugins.module_utils._spec import SPEC_VARIABLES
 
 # Variables the plan reads from each host; everything else in hostvars is left alone (and never templated).
 PLAN_VARIABLES = (
@@ -66,7 +67,7 @@ class ActionModule(ActionBase):
             if host not in hostvars:
                 raise AnsibleActionFail(f"inventory: host {host!r} is not in the inventory")
             hv = hostvars[host]
-            values = {name: hv[name] for name in PLAN_VARIABLES if name in hv}
+            values = {name: hv[name] for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in hv}
             values["inferops_api_key"] = bool(hv.get("inferops_api_key")) if "inferops_api_key" in hv else False
             facts = hv.get("ansible_facts") or {}
             values["ansible_facts"] = {k: facts[k] for k in ("inferops_rdma", "inferops_gpu") if k in facts}

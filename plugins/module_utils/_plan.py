@@ -22,6 +22,12 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     render_flags,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
+from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
+    runtime_spec,
+    served_model_vars,
+    spec_table,
+    spec_warnings,
+)
 
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
@@ -774,7 +780,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
     """
     if not hostvars:
         raise PlanError(None, "inventory", "no hosts in the serving group (inferops_nodes)")
-    specs = [read_node(h, hv) for h, hv in hostvars.items()]
+    specs = [read_node(h, served_model_vars(hv)) for h, hv in hostvars.items()]
     _check_unique_addresses(specs)
     _check_router_hosts(specs, hostvars if all_hosts is None else all_hosts)
 
@@ -838,6 +844,8 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                 "model_path": node.model_path,
                 "served_model_name": node.served_model_name,
             }
+            plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
+            plan_hosts[node.host]["warnings"] = spec_warnings(hostvars[node.host], plan_hosts[node.host])
         plan_replicas[name] = {
             "head": head.host,
             "head_address": head.address,
@@ -885,4 +893,4 @@ def plan_table(plan: Mapping[str, Any]) -> list[str]:
             if node["ray_argv"]:
                 lines.append(f"  {host} ray: {format_argv(node['ray_argv'])}")
             lines.append(f"  {host}: {node['command'] or '(no engine process: Ray worker)'}")
-    return lines
+    return [*lines, "", *spec_table(plan)]
