@@ -36,6 +36,10 @@ DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, 
 DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
 SECRET_ENV_VLLM = "VLLM_API_KEY"
 SECRET_ENV_GENERIC = "INFEROPS_API_KEY"
+# Engine flags the plan sets unless inferops_engine_args names them (``enable-metrics: false`` drops it).
+# sglang serves /metrics only with --enable-metrics: the upgrade's drain and monitoring read it.
+# vLLM serves /metrics always.
+DEFAULT_ENGINE_ARGS: dict[str, dict[str, Any]] = {"sglang": {"enable-metrics": True}, "vllm": {}}
 SSH_PORT = 22
 # Strings end up in systemd units, env files, Docker options, nft sets and URLs: one line, no control characters.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -645,9 +649,16 @@ def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
     return {"tp": tp, "pp": head.pp, "dp": head.dp, "ep": head.ep}
 
 
+def engine_args_with_defaults(engine: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The inventory's engine args after the plan's defaults (DEFAULT_ENGINE_ARGS) that it does not name."""
+    given = {normalise_key(key) for key in args}
+    defaults = {key: value for key, value in DEFAULT_ENGINE_ARGS[engine].items() if key not in given}
+    return {**defaults, **args}
+
+
 def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int]) -> list[str]:
     """The engine command line for one rank; the API key only as a placeholder."""
-    extra = render_flags(node.engine_args, node.engine)
+    extra = render_flags(engine_args_with_defaults(node.engine, node.engine_args), node.engine)
     if node.engine == "sglang":
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", node.model_path]
         if node.served_model_name != node.model_path:

@@ -36,6 +36,7 @@ KEYS = (
     "host",
     "port",
     "api_key",
+    "enable_metrics",
 )
 
 

@@ -88,6 +88,8 @@ def test_real_parser_accepts_the_plan(item: dict[str, Any], parsed: dict[str, di
             assert args["nnodes"] == node["nnodes"]
             assert args["node_rank"] == node["node_rank"]
             assert args["dist_init_addr"].startswith(node["head_address"] + ":")
+        # on unless the inventory turned it off: the upgrade's drain reads /metrics
+        assert args["enable_metrics"] is ("--enable-metrics" in item["argv"])
     assert args["port"] == node["ports"]["api"]
 
 

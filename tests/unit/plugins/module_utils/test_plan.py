@@ -57,6 +57,16 @@ def test_valid_topologies(case: dict[str, Any]) -> None:
         assert secret not in dumped
 
 
+@pytest.mark.parametrize(
+    ("engine_args", "count"),
+    [({}, 1), ({"enable_metrics": True}, 1), ({"enable-metrics": "yes"}, 1), ({"enable-metrics": False}, 0)],
+)
+def test_sglang_metrics_on_unless_turned_off(engine_args: dict[str, Any], count: int) -> None:
+    common = {"inferops_engine": "sglang", "inferops_gpus_per_node": 1, "inferops_model_path": "/m"}
+    plan = build_plan({"s1": {**common, "ansible_host": "10.9.0.1", "inferops_engine_args": engine_args}})
+    assert plan["hosts"]["s1"]["argv"].count("--enable-metrics") == count
+
+
 @pytest.mark.parametrize("case", INVALID, ids=[c["id"] for c in INVALID])
 def test_bad_input_names_host_and_variable(case: dict[str, Any]) -> None:
     with pytest.raises(PlanError) as info:
