@@ -208,6 +208,43 @@ def judge_hashes(
     return good, corrupt, learned
 
 
+def describe_problems(
+    files: Mapping[str, Mapping[str, Any]],
+    stats: Mapping[str, tuple[int, int] | None],
+    hashed: Mapping[str, str],
+) -> list[str]:
+    """One line per file that does not match the manifest: missing, wrong size or wrong sha256.
+
+    ``stats`` as for plan_verification; ``hashed`` the sha256 computed for files of the right size.
+    """
+    problems: list[str] = []
+    for path in sorted(files):
+        want = files[path]
+        st = stats.get(path)
+        if st is None:
+            problems.append(f"{path}: missing (the manifest lists {int(want['size'])} bytes)")
+        elif st[0] != int(want["size"]):
+            problems.append(f"{path}: {st[0]} bytes, the manifest says {int(want['size'])}")
+        elif path in hashed and want.get("sha256") and hashed[path] != want["sha256"]:
+            problems.append(f"{path}: sha256 {hashed[path]} differs from the manifest's {want['sha256']}")
+    return problems
+
+
+def check_directory(
+    root: str, files: Mapping[str, Mapping[str, Any]], cache: Mapping[str, Any], mode: str = "quick", workers: int = 4
+) -> dict[str, Any]:
+    """Read-only check of ``root`` against the manifest's ``files`` (the serving role's weights gate).
+
+    Sizes are always compared; a file is hashed only when this node's verification cache does not vouch
+    for it (same size, mtime and sha256) or ``mode`` is ``full``. Nothing is written or moved.
+    Returns ``{"problems": [...], "hashed": N, "trusted": N}``.
+    """
+    stats = stat_files(root, files) if os.path.isdir(root) else dict.fromkeys(files)
+    plan = plan_verification(files, stats, cache, mode)
+    hashed = hash_files(root, plan["hash"], workers)
+    return {"problems": describe_problems(files, stats, hashed), "hashed": len(hashed), "trusted": len(plan["ok"])}
+
+
 def update_cache(
     cache: Mapping[str, Mapping[str, Any]],
     files: Mapping[str, Mapping[str, Any]],

@@ -18,8 +18,16 @@ description:
     fetch uses it as the basis of a delta transfer) so it is never served. When every file is
     right the marker C(.inferops-complete) is written last, holding the manifest digest;
     otherwise the marker is removed.
-  - With O(state=ready), only reads; returns whether the marker equals the manifest's digest
-    (what the serving role checks before it starts an engine).
+  - With O(state=ready), only reads; returns whether the marker equals the manifest's digest.
+  - With O(state=checked), only reads: compares every listed file with the manifest (size always; sha256
+    unless this node's verification cache vouches for the file's size and mtime, or O(verify=full)) and
+    returns one line per file that is missing, wrong-sized or wrong (RV(problems)). The serving role's
+    weights gate runs this before it starts an engine; it moves and writes nothing, so it works on a
+    read-only mount.
+  - With O(state=recorded), writes the manifest of a directory staged by other means (the lab's tiny
+    model, a copy already on shared storage): every file's size and sha256 (the cache spares unchanged
+    files), then the cache and the marker. A directory that already has a manifest is checked against it
+    instead, and the module fails when it does not match: recording never blesses a changed file.
   - Before anything is moved, O(check_space=true) fails when the filesystem lacks room for the
     missing files (plus the BF16 conversion output when O(convert_fp8_to_bf16=true)).
 version_added: 0.1.0
@@ -31,9 +39,10 @@ options:
     type: path
     required: true
   state:
-    description: C(verified) checks and repairs the marker; C(ready) only reads.
+    description: C(verified) checks and repairs the marker; C(ready) and C(checked) only read; C(recorded) writes
+      the manifest of a directory that has none.
     type: str
-    choices: [verified, ready]
+    choices: [verified, ready, checked, recorded]
     default: verified
   manifest:
     description:
@@ -95,6 +104,13 @@ EXAMPLES = r"""
     state: ready
   register: __ready
   failed_when: not __ready.ready
+
+- name: Check every file against the manifest without writing (quick with the verification cache)
+  inferops.cluster.weights_manifest:
+    path: /models/DeepSeek-R1
+    state: checked
+  register: __gate
+  failed_when: __gate.problems | length > 0
 """
 
 RETURN = r"""
@@ -103,9 +119,22 @@ complete:
   returned: state=verified
   type: bool
 ready:
-  description: The marker equals the manifest digest.
+  description:
+    - The marker equals the manifest digest.
+    - For O(state=checked) and O(state=recorded), every file matches the manifest.
   returned: always
   type: bool
+problems:
+  description:
+    - One line per file that does not match the manifest (its path, then missing, both sizes or both sha256).
+    - Or one line saying there is no manifest.
+  returned: state=checked or state=recorded
+  type: list
+  elements: str
+trusted:
+  description: Files the verification cache vouched for (not hashed).
+  returned: state=checked
+  type: int
 digest:
   description: sha256 over the manifest's files (the marker's content).
   returned: when a manifest exists
@@ -122,7 +151,7 @@ corrupt:
   elements: str
 hashed:
   description: Number of files hashed in this run (the rest were trusted from the cache).
-  returned: state=verified
+  returned: state=verified, checked or recorded
   type: int
 total_bytes:
   description: Size of all files of the manifest.
@@ -172,6 +201,64 @@ def ready(module: AnsibleModule, path: str) -> None:
         total_bytes=wm.total_size(manifest["files"]),
         reason="" if ok else f"{wm.MARKER_NAME} is missing or does not match the manifest",
     )
+
+
+def _cache(path: str) -> dict:
+    doc = wm.read_json(os.path.join(path, wm.CACHE_NAME), {}) or {}
+    return doc.get("files", {}) if isinstance(doc, dict) else {}
+
+
+def checked(module: AnsibleModule, path: str) -> None:
+    manifest = _load_manifest(module, path)
+    if manifest is None:
+        module.exit_json(changed=False, ready=False, problems=[f"no {wm.MANIFEST_NAME} in {path}"], hashed=0, trusted=0)
+    p = module.params
+    result = wm.check_directory(path, manifest["files"], _cache(path), p["verify"], p["workers"])
+    module.exit_json(
+        changed=False,
+        ready=not result["problems"],
+        digest=manifest["digest"],
+        total_bytes=wm.total_size(manifest["files"]),
+        **result,
+    )
+
+
+def recorded(module: AnsibleModule, path: str) -> None:
+    p = module.params
+    if wm.read_text(os.path.join(path, wm.MANIFEST_NAME)) is not None:
+        manifest = _load_manifest(module, path)
+        result = wm.check_directory(path, manifest["files"], _cache(path), p["verify"], p["workers"])
+        if result["problems"]:
+            module.fail_json(
+                msg=f"{path} has a manifest that its files do not match: {'; '.join(result['problems'][:20])}",
+                ready=False,
+                **result,
+            )
+        module.exit_json(changed=False, ready=True, digest=manifest["digest"], **result)
+    if not os.path.isdir(path):
+        module.fail_json(msg=f"{path} is not a directory")
+    names = wm.list_tree(path)
+    if not names:
+        module.fail_json(msg=f"no file in {path} to record")
+    stats = wm.stat_files(path, names)
+    cache = _cache(path)
+    known = {
+        f: c["sha256"]
+        for f, c in cache.items()
+        if f in stats and isinstance(c, dict) and (c.get("size"), c.get("mtime_ns")) == tuple(stats[f])
+    }
+    hashed = wm.hash_files(path, [f for f in names if f not in known], p["workers"])
+    files = {f: {"size": stats[f][0], "sha256": known.get(f) or hashed[f]} for f in names}
+    manifest = wm.build_manifest(files, {"kind": "recorded"})
+    result = {"digest": manifest["digest"], "total_bytes": wm.total_size(files), "hashed": len(hashed)}
+    if module.check_mode:
+        module.exit_json(changed=True, ready=True, problems=[], **result)
+    entries = {f: (*stats[f], files[f]["sha256"]) for f in names}
+    new_cache = {"digest": manifest["digest"], "files": wm.update_cache({}, files, entries)}
+    wm.write_atomic(os.path.join(path, wm.CACHE_NAME), wm.canonical_json(new_cache) + "\n")
+    wm.write_atomic(os.path.join(path, wm.MANIFEST_NAME), wm.canonical_json(manifest) + "\n")
+    wm.write_atomic(os.path.join(path, wm.MARKER_NAME), manifest["digest"] + "\n")  # last
+    module.exit_json(changed=True, ready=True, problems=[], **result)
 
 
 def verified(module: AnsibleModule, path: str) -> None:
@@ -267,7 +354,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "path": {"type": "path", "required": True},
-            "state": {"type": "str", "choices": ["verified", "ready"], "default": "verified"},
+            "state": {"type": "str", "choices": ["verified", "ready", "checked", "recorded"], "default": "verified"},
             "manifest": {"type": "dict"},
             "verify": {"type": "str", "choices": ["quick", "full"], "default": "quick"},
             "workers": {"type": "int", "default": 4},
@@ -281,10 +368,9 @@ def main() -> None:
     )
     path = module.params["path"]
     try:
-        if module.params["state"] == "ready":
-            ready(module, path)
-        else:
-            verified(module, path)
+        {"ready": ready, "checked": checked, "recorded": recorded, "verified": verified}[module.params["state"]](
+            module, path
+        )
     except OSError as exc:
         module.fail_json(msg=f"weights in {path}: {exc}", exception=traceback.format_exc())
 

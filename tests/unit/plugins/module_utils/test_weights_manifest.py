@@ -158,3 +158,70 @@ def test_io_helpers(tmp_path):
     assert wm.read_text(target) == "one"
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".inferops-tmp-")]
     assert wm.free_bytes(str(tmp_path / "not" / "yet")) > 0
+
+
+# -- the serving role's weights gate (check_directory: read-only, quick with the cache) -----------------
+def _shards(root: Path) -> dict[str, dict]:
+    root.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for i in (1, 2, 3):
+        name = f"model-0000{i}-of-00003.safetensors"
+        data = hashlib.shake_256(name.encode()).digest(4096)
+        (root / name).write_bytes(data)
+        files[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return files
+
+
+def _cache_of(root: Path, files: dict) -> dict:
+    return {
+        p: {"size": e["size"], "mtime_ns": os.stat(root / p).st_mtime_ns, "sha256": e["sha256"]}
+        for p, e in files.items()
+    }
+
+
+def test_gate_names_a_corrupted_shard_with_both_hashes(tmp_path):
+    files = _shards(tmp_path)
+    bad = "model-00002-of-00003.safetensors"
+    data = bytearray((tmp_path / bad).read_bytes())
+    data[100] ^= 0xFF  # same size: only the hash can tell
+    (tmp_path / bad).write_bytes(bytes(data))
+    got = wm.check_directory(str(tmp_path), files, {}, "quick", 2)
+    assert got["problems"] == [
+        f"{bad}: sha256 {hashlib.sha256(bytes(data)).hexdigest()} differs from the manifest's {files[bad]['sha256']}"
+    ]
+    assert got["hashed"] == 3 and got["trusted"] == 0
+
+
+def test_gate_names_missing_and_wrong_sized_files_without_hashing(tmp_path):
+    files = _shards(tmp_path)
+    cache = _cache_of(tmp_path, files)
+    (tmp_path / "model-00001-of-00003.safetensors").unlink()
+    with open(tmp_path / "model-00003-of-00003.safetensors", "ab") as fh:
+        fh.write(b"x")
+    got = wm.check_directory(str(tmp_path), files, cache, "quick", 2)
+    assert got["problems"] == [
+        "model-00001-of-00003.safetensors: missing (the manifest lists 4096 bytes)",
+        "model-00003-of-00003.safetensors: 4097 bytes, the manifest says 4096",
+    ]
+    assert got["hashed"] == 0  # the middle shard is vouched for by the cache
+
+
+def test_gate_is_quick_when_the_cache_vouches_and_hashes_what_changed(tmp_path):
+    files = _shards(tmp_path)
+    cache = _cache_of(tmp_path, files)
+    assert wm.check_directory(str(tmp_path), files, cache, "quick") == {"problems": [], "hashed": 0, "trusted": 3}
+    # a shard rewritten in place (same size, new mtime) is hashed again, and caught
+    bad = tmp_path / "model-00003-of-00003.safetensors"
+    bad.write_bytes(b"\0" * 4096)
+    os.utime(bad, ns=(cache[bad.name]["mtime_ns"] + 10**9, cache[bad.name]["mtime_ns"] + 10**9))
+    got = wm.check_directory(str(tmp_path), files, cache, "quick")
+    assert got["hashed"] == 1 and got["trusted"] == 2
+    assert [p.split(":")[0] for p in got["problems"]] == [bad.name]
+    # full hashes everything, cache or not
+    assert wm.check_directory(str(tmp_path), files, cache, "full")["hashed"] == 3
+
+
+def test_gate_on_a_missing_directory_lists_every_file(tmp_path):
+    files = {"a.safetensors": {"size": 1, "sha256": SHA["A"]}}
+    got = wm.check_directory(str(tmp_path / "absent"), files, {})
+    assert got["problems"] == ["a.safetensors: missing (the manifest lists 1 bytes)"]

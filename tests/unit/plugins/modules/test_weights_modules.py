@@ -142,6 +142,39 @@ def test_manifest_verified_detects_corruption_and_keeps_marker_last(tmp_path):
     assert ready["ready"] is False and ready["changed"] is False
 
 
+def test_recorded_then_checked_is_the_serving_gate(tmp_path):
+    """The lab records its tiny model's manifest; the serving role's gate checks it read-only, quick."""
+    model = tmp_path / "tiny"
+    want = make_weights(model)
+    none = run_module("weights_manifest", {"path": str(model), "state": "checked"}, tmp_path)
+    assert none["ready"] is False and none["problems"] == [f"no .inferops-manifest.json in {model}"]
+
+    rec = run_module("weights_manifest", {"path": str(model), "state": "recorded"}, tmp_path)
+    assert rec["changed"] is True and rec["hashed"] == 4
+    manifest = json.loads((model / ".inferops-manifest.json").read_text())
+    assert {p: e["sha256"] for p, e in manifest["files"].items()} == want
+    assert (model / ".inferops-complete").read_text().strip() == rec["digest"] == manifest["digest"]
+    again = run_module("weights_manifest", {"path": str(model), "state": "recorded"}, tmp_path)
+    assert again["changed"] is False and again["hashed"] == 0
+
+    model.chmod(0o555)  # the lab mounts the model read-only: the gate writes nothing
+    try:
+        gate = run_module("weights_manifest", {"path": str(model), "state": "checked"}, tmp_path)
+        assert gate == {**gate, "changed": False, "ready": True, "problems": [], "hashed": 0, "trusted": 4}
+    finally:
+        model.chmod(0o755)
+
+    victim = model / "model-00003-of-00003.safetensors"
+    with open(victim, "r+b") as fh:
+        fh.seek(2000)
+        fh.write(b"\0" * 8)
+    gate = run_module("weights_manifest", {"path": str(model), "state": "checked"}, tmp_path)
+    assert gate["ready"] is False and gate["hashed"] == 1
+    assert len(gate["problems"]) == 1 and gate["problems"][0].startswith(f"{victim.name}: sha256 ")
+    refused = run_module("weights_manifest", {"path": str(model), "state": "recorded"}, tmp_path)
+    assert refused["failed"] is True and victim.name in refused["msg"]  # recording never blesses a changed file
+
+
 def test_space_preflight_fails_before_touching_anything(tmp_path):
     src = tmp_path / "src"
     make_weights(src)
