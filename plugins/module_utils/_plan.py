@@ -23,6 +23,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
+    hub_secret_env,
     runtime_spec,
     served_model_vars,
     spec_table,
@@ -820,6 +821,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
             secret_env: list[str] = []
             if node.api_key_set:
                 secret_env = [SECRET_ENV_VLLM] if node.engine == "vllm" else [SECRET_ENV_GENERIC]
+            secret_env += hub_secret_env(hostvars[node.host], node.engine_args)
             argv = _engine_argv(node, rank, nnodes, head, par)
             plan_hosts[node.host] = {
                 "host": node.host,

@@ -11,7 +11,9 @@ import, no host contacted. docs/plan.md ("Node spec") describes every field.
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,8 @@ SPEC_VARIABLES = (
     "inference_server_privileged",
     "inference_server_rdma_devices",
     "inference_server_config_dir",
+    # a secret: only whether it is set is read (HF_TOKEN in secret_env), never its value
+    "inferops_hf_token",
 )
 
 RUNTIMES = ("docker", "systemd")
@@ -65,6 +69,23 @@ CACHE_ENV = (
     "FLASHINFER_WORKSPACE_BASE",
     "XDG_CACHE_HOME",
 )
+
+
+# Engine-arg keys (normalised; nested JSON keys joined with '.') whose value the engine may fetch from the Hugging
+# Face Hub when it is a repository id rather than a path: tokenizer, config, draft model, LoRA adapters.
+HUB_ARG_KEYS = frozenset(
+    {
+        "tokenizer",  # vLLM
+        "hf-config-path",  # vLLM
+        "speculative-config.model",  # vLLM
+        "lora-modules",  # vLLM, name=repo
+        "tokenizer-path",  # sglang
+        "speculative-draft-model-path",  # sglang
+        "lora-paths",  # sglang, name=repo or repo
+    }
+)
+HF_TOKEN_ENV = "HF_TOKEN"
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _fail(host: str, variable: str, message: str) -> None:
@@ -128,6 +149,44 @@ def _arg_paths(key: str, value: Any) -> list[tuple[str, str]]:
         if text.startswith("/") and "\n" not in text:
             found.append((key, posixpath.normpath(text)))
     return found
+
+
+def _hub_values(key: str, value: Any) -> list[tuple[str, str]]:
+    """(key, string) for every string of one engine argument, nested JSON (a dict or a JSON string) included."""
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [(key, value)]
+    if isinstance(value, Mapping):
+        return [pair for sub_key, sub in value.items() for pair in _hub_values(f"{key}.{normalise_key(sub_key)}", sub)]
+    if isinstance(value, (list, tuple)):
+        return [pair for item in value for pair in _hub_values(key, item)]
+    return [(key, value)] if isinstance(value, str) else []
+
+
+def hub_repositories(engine_args: Mapping[str, Any] | None) -> list[str]:
+    """Hub repository ids the engine args make the engine fetch (``tokenizer: org/name``); paths are not."""
+    found: list[str] = []
+    for key, value in (engine_args or {}).items():
+        for where, text in _hub_values(normalise_key(key), value):
+            if where not in HUB_ARG_KEYS:
+                continue
+            text = text.strip()
+            if "=" in text and "lora" in where:
+                text = text.split("=", 1)[1]  # name=repo
+            if _REPO_ID.fullmatch(text) and text not in found:
+                found.append(text)
+    return found
+
+
+def hub_secret_env(node_vars: Mapping[str, Any], engine_args: Mapping[str, Any] | None) -> list[str]:
+    """``["HF_TOKEN"]`` when inferops_hf_token is set and the engine fetches from the Hub (else ``[]``).
+
+    Only whether the token is set is read; the role writes its value into the 0600 secrets file.
+    """
+    token = node_vars.get("inferops_hf_token")
+    return [HF_TOKEN_ENV] if token and hub_repositories(engine_args) else []
 
 
 def _mounts(node_vars: Mapping[str, Any], node_plan: Mapping[str, Any], model_dir: str) -> list[dict[str, Any]]:

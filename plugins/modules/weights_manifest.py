@@ -19,15 +19,15 @@ description:
     right the marker C(.inferops-complete) is written last, holding the manifest digest;
     otherwise the marker is removed.
   - With O(state=ready), only reads; returns whether the marker equals the manifest's digest.
-  - With O(state=checked), only reads: compares every listed file with the manifest (size always; sha256
+  - With O(state=checked), only reads, and compares every listed file with the manifest (size always; sha256
     unless this node's verification cache vouches for the file's size and mtime, or O(verify=full)) and
     returns one line per file that is missing, wrong-sized or wrong (RV(problems)). The serving role's
     weights gate runs this before it starts an engine; it moves and writes nothing, so it works on a
     read-only mount.
   - With O(state=recorded), writes the manifest of a directory staged by other means (the lab's tiny
-    model, a copy already on shared storage): every file's size and sha256 (the cache spares unchanged
+    model, a copy already on shared storage), with every file's size and sha256 (the cache spares unchanged
     files), then the cache and the marker. A directory that already has a manifest is checked against it
-    instead, and the module fails when it does not match: recording never blesses a changed file.
+    instead, and the module fails when it does not match, so recording never blesses a changed file.
   - Before anything is moved, O(check_space=true) fails when the filesystem lacks room for the
     missing files (plus the BF16 conversion output when O(convert_fp8_to_bf16=true)).
 version_added: 0.1.0

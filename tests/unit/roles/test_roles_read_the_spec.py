@@ -24,7 +24,9 @@ ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
 
 # Cluster-wide settings roles may still read bare: one router for the whole cluster (firewall, router and
 # open_webui run on hosts that may hold no node spec).
-ALLOWED = frozenset({"inferops_router_host", "inferops_router_port"})
+# inferops_hf_token: a secret; the plan reads only whether it is set, roles write its value (download client,
+# the engine's 0600 secrets file) as they do inferops_api_key's.
+ALLOWED = frozenset({"inferops_router_host", "inferops_router_port", "inferops_hf_token"})
 # Roles that write inventories rather than read them (the lab renders inventories/lab).
 EXEMPT_ROLES = frozenset({"lab"})
 

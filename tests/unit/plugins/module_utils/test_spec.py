@@ -10,6 +10,7 @@ import yaml
 
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import PlanError, build_plan, plan_table
 from ansible_collections.inferops.cluster.plugins.module_utils._rdma import facts_from_tools
+from ansible_collections.inferops.cluster.plugins.module_utils._spec import hub_repositories, hub_secret_env
 
 ROOT = Path(__file__).resolve().parents[4]
 ROCE = ROOT / "tests" / "inventories" / "roce-2x8-docker"
@@ -204,3 +205,33 @@ def test_bad_runtime_input_names_host_and_variable(extra, variable):
     with pytest.raises(PlanError) as err:
         build_plan(base(**extra))
     assert err.value.variable == variable and err.value.host in ("n1", "n2")
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "repos"),
+    [
+        ({"tokenizer": "meta-llama/Llama-3.1-8B"}, ["meta-llama/Llama-3.1-8B"]),
+        ({"tokenizer": "/models/tok", "hf_config_path": "/models/cfg"}, []),
+        ({"speculative-config": '{"model": "acme/draft", "num_speculative_tokens": 2}'}, ["acme/draft"]),
+        ({"speculative_config": {"model": "/models/draft"}}, []),
+        ({"lora-modules": ["sql=acme/sql-lora", "local=/loras/x"]}, ["acme/sql-lora"]),
+        ({"lora-paths": ["acme/a", "acme/a"], "tokenizer-path": "acme/tok"}, ["acme/a", "acme/tok"]),
+        ({"chat-template": "templates/chat.jinja", "dtype": "bfloat16", "enable-metrics": True}, []),
+    ],
+)
+def test_hub_repositories_come_only_from_model_naming_args(engine_args, repos):
+    assert hub_repositories(engine_args) == repos
+
+
+@pytest.mark.parametrize(
+    ("token", "args", "want"),
+    [
+        ("hf_x", {"tokenizer": "org/tok"}, ["HF_TOKEN"]),
+        (True, {"tokenizer": "org/tok"}, ["HF_TOKEN"]),  # the action may pass only whether it is set
+        ("", {"tokenizer": "org/tok"}, []),
+        (None, {"tokenizer": "org/tok"}, []),
+        ("hf_x", {"tokenizer": "/models/tok"}, []),
+    ],
+)
+def test_hf_token_joins_the_secret_env_only_when_the_engine_fetches(token, args, want):
+    assert hub_secret_env({"inferops_hf_token": token}, args) == want
