@@ -149,4 +149,14 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     rdma = statuses(run.stdout, "Read the RDMA devices and the interface that reaches the head (once per run and head)")
     assert len(rdma) == 7 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 7 phases (bench is off)
     assert set(statuses(run.stdout, "Read the GPUs (once per run, again while none was found)")) == {"skipping"}
-    assert json.loads(out.read_text())["hosts"]["cpu1"]["head_address"] == "127.0.0.1"
+    plan = json.loads(out.read_text())
+    assert plan["hosts"]["cpu1"]["head_address"] == "127.0.0.1"
+    # a day-2 playbook alone gathers the same facts and plans the same
+    for playbook in ("playbooks/verify.yml", "playbooks/upgrade.yml"):
+        alone = tmp_path / f"{Path(playbook).stem}.json"
+        run = ansible_playbook(playbook, "-i", str(inv), "-e", f"plan_output={alone}", "--tags", "plan", timeout=300)
+        assert run.returncode == 0, run.stdout[-4000:]
+        assert statuses(
+            run.stdout, "Read the RDMA devices and the interface that reaches the head (once per run and head)"
+        ) == ["ok"]
+        assert json.loads(alone.read_text()) == plan
