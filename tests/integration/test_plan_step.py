@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -136,11 +137,22 @@ def test_empty_or_misspelled_group_fails(group: str, tmp_path: Path) -> None:
         assert str(inv) in run.stdout
 
 
+def own_address() -> tuple[str, str]:
+    """(interface, IPv4 address) of this machine's first global address off Docker's bridges."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    for ifname, cidr in re.findall(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", out.stdout, flags=re.M):
+        if not ifname.startswith(("docker", "br-", "veth")):
+            return ifname, cidr.split("/")[0]
+    raise AssertionError(f"no global IPv4 address to plan on: {out.stdout}")
+
+
 def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
-    """No saved facts: the first phase gathers rdma_facts (route to the head), later phases of the run reuse them."""
+    """No saved facts: the first phase gathers rdma_facts (route to the head), later phases of the run reuse them,
+    and the plan reads them (GLOO_SOCKET_IFNAME: the interface that holds the head's address)."""
+    ifname, address = own_address()
     inv = inventory(
         tmp_path / "inv",
-        {"cpu1": {"ansible_host": "127.0.0.1"}},
+        {"cpu1": {"ansible_host": address}},
         {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny"},
     )
     out = tmp_path / "plan.json"
@@ -150,7 +162,8 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     assert len(rdma) == 7 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 7 phases (bench is off)
     assert set(statuses(run.stdout, "Read the GPUs (once per run, again while none was found)")) == {"skipping"}
     plan = json.loads(out.read_text())
-    assert plan["hosts"]["cpu1"]["head_address"] == "127.0.0.1"
+    assert plan["hosts"]["cpu1"]["head_address"] == address
+    assert plan["hosts"]["cpu1"]["env"]["GLOO_SOCKET_IFNAME"] == ifname
     # a day-2 playbook alone gathers the same facts and plans the same
     for playbook in ("playbooks/verify.yml", "playbooks/upgrade.yml"):
         alone = tmp_path / f"{Path(playbook).stem}.json"
