@@ -25,6 +25,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
     build_plan,
     head_addresses,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._spec import SPEC_VARIABLES
 
 
 def read_saved_facts(facts_dir: str, host: str) -> dict[str, Any]:
@@ -94,10 +95,10 @@ class ActionModule(ActionBase):
             # One untemplated read per host; then template only the variables the plan reads (never every fact).
             raw = hostvars.raw_get(host)
             templar = self._templar.copy_with_new_env(available_variables=raw)
-            values = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
             if heads_only:
-                collected[host] = values
+                collected[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
                 continue
+            values = {name: templar.template(raw[name]) for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in raw}
             key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
             values["inferops_api_key"] = bool(key)
             values["inferops_api_key_digest"] = api_key_digest(key)

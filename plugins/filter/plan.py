@@ -12,11 +12,12 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import form
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import plan_table
 
 
-def engine_argv(args: Any) -> list[str]:
+def engine_argv(args: Any, engine: str | None = None) -> list[str]:
+    """``args | inferops.cluster.engine_argv('vllm')``: false renders as the engine's parser takes it."""
     if args is not None and not isinstance(args, dict):
         raise AnsibleFilterError(f"engine_argv expects a mapping of flags, got {type(args).__name__}")
     try:
-        return render_flags(args)
+        return render_flags(args, engine)
     except ValueError as exc:
         raise AnsibleFilterError(str(exc)) from None
 

@@ -156,12 +156,18 @@ def tool_argv(
     seed: int = 42,
     backend: str = "",
     extra_args: list[str] | None = None,
+    warmups: int = 0,
 ) -> list[str]:
     """The benchmark command line for one case (``command`` is the tool's launcher).
 
     ``backend`` is the tool's request format: sglang ``sglang`` (native /generate, the seeds'
-    choice) or ``sglang-oai``; vLLM ``openai`` (/v1/completions).
+    choice) or ``sglang-oai``; vLLM ``openai`` (/v1/completions). ``warmups`` unmeasured requests
+    go first (vLLM ``--num-warmups``, sglang ``--warmup-requests``), sent at the case's concurrency:
+    an engine that compiles kernels per batch shape (vLLM for CPU) is warm when measuring starts.
     """
+    warmups = int(warmups)
+    if warmups < 0:
+        raise ValueError(f"warmups must be >= 0, got {warmups}")
     flags = range_flags(tool, int(case["input_len"]), int(case["output_len"]), spread)
     name = case["name"]
     common = [
@@ -202,6 +208,8 @@ def tool_argv(
             f"{result_dir}/{name}.json",
             "--output-details",
             "--disable-tqdm",
+            "--warmup-requests",
+            str(warmups),
         ]
     elif tool == "vllm":
         argv = [
@@ -227,6 +235,8 @@ def tool_argv(
             "--result-filename",
             f"{name}.json",
             "--disable-tqdm",
+            "--num-warmups",
+            str(warmups),
         ]
     else:
         raise ValueError(f"tool must be one of {', '.join(TOOLS)}, got {tool!r}")

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     SECRET_PLACEHOLDER,
+    as_bool,
     format_argv,
     normalise_key,
     render_flags,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
+from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
+    runtime_spec,
+    served_model_vars,
+    spec_table,
+    spec_warnings,
+)
 
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
@@ -29,12 +36,20 @@ DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, 
 DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
 SECRET_ENV_VLLM = "VLLM_API_KEY"
 SECRET_ENV_GENERIC = "INFEROPS_API_KEY"
+SSH_PORT = 22
+# Strings end up in systemd units, env files, Docker options, nft sets and URLs: one line, no control characters.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+REPLICA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_PLAIN_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
 
 # Inventory variables the plan reads from each host (the cluster_plan action templates these and nothing else). The
 # action adds the facts inferops_gpu / inferops_rdma (under ansible_facts), inferops_api_key as a bool (set or
 # not) and inferops_api_key_digest (sha256 hex of the key, "" when unset); the key itself never reaches the plan.
 PLAN_VARIABLES = (
     "ansible_host",
+    "ansible_port",
     "inferops_address",
     "inferops_replica",
     "inferops_node_rank",
@@ -154,6 +169,8 @@ class NodeSpec:
     api_key_set: bool
     docker_bridges: tuple[str, ...]
     router_host: str | None
+    # sha256 hex of inferops_api_key (computed by the action); compared between replicas, never in the plan
+    api_key_digest: str | None = field(default=None, repr=False)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -199,6 +216,181 @@ def _port(host: str, variable: str, value: Any) -> int:
     return port
 
 
+def _text(host: str, variable: str, value: Any, what: str | None = None) -> str:
+    """``value`` as one line without control characters; ``what`` names it instead of showing it (secrets)."""
+    text = str(value)
+    found = _CONTROL.search(text)
+    if found:
+        raise PlanError(
+            host,
+            variable,
+            f"{what or repr(text)} contains a control character ({found.group()!r} at position {found.start()}); "
+            "it would break the unit file, env file or command line it goes into",
+        )
+    return text
+
+
+def _name_label(name: str) -> str:
+    """How a refused key is shown: up to its first odd character (``api-key=TOKEN`` must not print TOKEN)."""
+    shown = _PLAIN_PREFIX.match(name).group()
+    return repr(shown) if shown == name else f"{shown!r}..."
+
+
+def _env(host: str, variable: str, value: Any) -> dict[str, str]:
+    env = {}
+    for key, item in _mapping(host, variable, value).items():
+        name = str(key)
+        if not ENV_NAME.fullmatch(name):
+            raise PlanError(
+                host,
+                variable,
+                f"{_name_label(name)} is not an environment variable name (letters, digits and '_', "
+                "not starting with a digit); systemd would drop it without a word",
+            )
+        env[name] = _text(host, variable, item, f"the value of {name}")
+    return env
+
+
+def _flag_key(host: str, key: Any, managed: Mapping[str, str]) -> str:
+    """One inferops_engine_args key: a bare flag name the plan does not own."""
+    name = str(key)
+    label = _name_label(name)
+    problem = None
+    if not name:
+        problem = "a flag has an empty name"
+    elif "=" in name:
+        problem = f"flag name {label} contains '='; write the value as the value (name: value), not name=value"
+    elif _CONTROL.search(name):
+        problem = f"flag name {label} contains a control character"
+    elif any(ch.isspace() for ch in name):
+        problem = f"flag name {label} contains whitespace; one flag per key, its value as the value"
+    elif name.startswith("-"):
+        problem = f"flag name {label} starts with '-'; write it without dashes ({name.lstrip('-')}: ...)"
+    if problem:
+        raise PlanError(host, "inferops_engine_args", problem)
+    norm = normalise_key(name)
+    owned = _owned_flag(norm, managed)
+    if owned and owned in (norm, norm.removeprefix("no-")):
+        raise PlanError(host, "inferops_engine_args", f"flag --{norm} is set by the plan; use {managed[owned]} instead")
+    if owned:
+        raise PlanError(
+            host,
+            "inferops_engine_args",
+            f"flag --{norm} abbreviates --{owned} (the engines' parsers accept abbreviations), "
+            f"which is set by the plan; use {managed[owned]} instead",
+        )
+    return name
+
+
+def _owned_flag(norm: str, managed: Mapping[str, str]) -> str:
+    """The plan-owned flag that ``norm`` sets: itself, its ``no-`` form, or an abbreviation; "" for none."""
+    for candidate in (norm, norm[3:] if norm.startswith("no-") else ""):
+        if candidate in managed:
+            return candidate
+        prefixed = sorted(flag for flag in managed if candidate and flag.startswith(candidate))
+        if prefixed:
+            return prefixed[0]
+    return ""
+
+
+def _flag_value(host: str, name: str, value: Any) -> Any:
+    """Booleans written as strings become booleans; strings are checked (not shown: a value may be a token)."""
+    value = as_bool(value)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, str):
+            _text(host, "inferops_engine_args", item, f"the value of {name}")
+    return value
+
+
+def _engine_args(host: str, engine: str, value: Any) -> dict[str, Any]:
+    managed = _MANAGED_FLAGS[engine]
+    args = {}
+    for key, item in _mapping(host, "inferops_engine_args", value).items():
+        name = _flag_key(host, key, managed)
+        args[name] = _flag_value(host, name, item)
+    return args
+
+
+def _model_path(host: str, value: Any) -> str:
+    if not value:
+        raise PlanError(host, "inferops_model_path", "is required (the model directory as the engine sees it)")
+    path = _text(host, "inferops_model_path", value)
+    if not path.startswith("/"):
+        raise PlanError(
+            host, "inferops_model_path", f"must be an absolute path (the model directory on the node), got {path!r}"
+        )
+    if ":" in path:
+        raise PlanError(
+            host,
+            "inferops_model_path",
+            f"{path!r} contains ':', which splits a Docker volume (SRC:DST:ro); use a path without ':'",
+        )
+    return path
+
+
+def _replica(host: str, hv: Mapping[str, Any]) -> str:
+    if "inferops_replica" not in hv:
+        return "r0"
+    raw = hv["inferops_replica"]
+    name = "" if raw is None or isinstance(raw, bool) else _text(host, "inferops_replica", raw)
+    if not REPLICA_NAME.fullmatch(name):
+        raise PlanError(
+            host,
+            "inferops_replica",
+            f"{raw!r} is not a replica name: 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit "
+            "(leave the variable out for the default r0)",
+        )
+    return name
+
+
+def _ports(host: str, hv: Mapping[str, Any]) -> dict[str, int]:
+    """The five service ports; none may be SSH's (22 or ansible_port): the firewall would cut the controller off."""
+    ssh = {SSH_PORT: "SSH's port"}
+    if hv.get("ansible_port") not in (None, ""):
+        ssh[_port(host, "ansible_port", hv["ansible_port"])] = "this host's ansible_port (SSH)"
+    ports = {}
+    for name, variable in _PORT_VARIABLES.items():
+        port = _port(host, variable, hv.get(variable, DEFAULT_PORTS[name]))
+        if port in ssh:
+            raise PlanError(
+                host,
+                variable,
+                f"port {port} is {ssh[port]}; the firewall would cut the controller's SSH, choose another port",
+            )
+        ports[name] = port
+    return ports
+
+
+def _address(host: str, hv: Mapping[str, Any]) -> str:
+    address = _text(host, "inferops_address", hv.get("inferops_address") or hv.get("ansible_host") or host)
+    if any(ch.isspace() for ch in address):
+        raise PlanError(host, "inferops_address", f"{address!r} contains whitespace; give one address or name")
+    return address
+
+
+def _bridges(host: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise PlanError(host, "inferops_docker_bridge_networks", "must be a list of CIDRs")
+    for cidr in value:
+        try:
+            ipaddress.ip_network(str(cidr), strict=False)
+        except ValueError:
+            raise PlanError(host, "inferops_docker_bridge_networks", f"{cidr!r} is not a CIDR") from None
+    return tuple(str(b) for b in value)
+
+
+def _api_key_digest(host: str, value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    digest = str(value).strip().lower()
+    if not _SHA256_HEX.fullmatch(digest):
+        raise PlanError(
+            host, "inferops_api_key_digest", "must be the sha256 hex digest of inferops_api_key (64 hex digits)"
+        )
+    return digest
+
+
 def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
     """Read one host's variables into a NodeSpec, checking each on its own."""
     engine = str(hv.get("inferops_engine", "vllm")).strip().lower()
@@ -213,10 +405,7 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
     if device not in DEVICES:
         raise PlanError(host, "inferops_device", f"unknown device {device!r}; choose one of {list(DEVICES)}")
 
-    model_path = hv.get("inferops_model_path")
-    if not model_path:
-        raise PlanError(host, "inferops_model_path", "is required (the model directory as the engine sees it)")
-    model_path = str(model_path)
+    model_path = _model_path(host, hv.get("inferops_model_path"))
 
     gpus = hv.get("inferops_gpus_per_node")
     if gpus is None:
@@ -238,51 +427,33 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
     dp = _int(host, "inferops_dp", hv.get("inferops_dp", 1))
     ep = _int(host, "inferops_ep", hv.get("inferops_ep", 1))
 
-    engine_args = _mapping(host, "inferops_engine_args", hv.get("inferops_engine_args"))
-    managed = _MANAGED_FLAGS[engine]
-    for key in engine_args:
-        norm = normalise_key(key)
-        if norm in managed:
-            raise PlanError(
-                host, "inferops_engine_args", f"flag --{norm} is set by the plan; use {managed[norm]} instead"
-            )
-    dp_attention = bool(engine_args.get("enable-dp-attention") or engine_args.get("enable_dp_attention"))
-
-    ports = {}
-    for name, variable in (
-        ("api", "inferops_api_port"),
-        ("dist_init", "inferops_dist_init_port"),
-        ("master", "inferops_master_port"),
-        ("ray", "inferops_ray_port"),
-        ("router", "inferops_router_port"),
-    ):
-        ports[name] = _port(host, variable, hv.get(variable, DEFAULT_PORTS[name]))
+    engine_args = _engine_args(host, engine, hv.get("inferops_engine_args"))
+    dp_attention = any(normalise_key(k) == "enable-dp-attention" and bool(v) for k, v in engine_args.items())
+    ports = _ports(host, hv)
 
     raw_rank = hv.get("inferops_node_rank")
     pinned_rank = None if raw_rank in (None, "") else _int(host, "inferops_node_rank", raw_rank, minimum=0)
 
-    address = hv.get("inferops_address") or hv.get("ansible_host") or host
-    extra_env = {str(k): str(v) for k, v in _mapping(host, "inferops_env", hv.get("inferops_env")).items()}
-    nccl_overrides = {
-        str(k): str(v) for k, v in _mapping(host, "inferops_nccl_env", hv.get("inferops_nccl_env")).items()
-    }
+    address = _address(host, hv)
+    extra_env = _env(host, "inferops_env", hv.get("inferops_env"))
+    nccl_overrides = _env(host, "inferops_nccl_env", hv.get("inferops_nccl_env"))
     facts = hv.get("ansible_facts") or {}
     rdma = facts.get("inferops_rdma") or hv.get("inferops_rdma")
     socket_ifname = hv.get("inferops_socket_ifname") or ((rdma or {}).get("route") or {}).get("ifname")
-
-    bridges = hv.get("inferops_docker_bridge_networks", DEFAULT_DOCKER_BRIDGES)
-    if isinstance(bridges, str) or not isinstance(bridges, (list, tuple)):
-        raise PlanError(host, "inferops_docker_bridge_networks", "must be a list of CIDRs")
+    if socket_ifname:
+        socket_ifname = _text(host, "inferops_socket_ifname", socket_ifname)
+    served_model_name = hv.get("inferops_served_model_name") or model_path
+    router_host = hv.get("inferops_router_host") or None
 
     return NodeSpec(
         host=host,
-        replica=str(hv.get("inferops_replica", "r0")),
-        address=str(address),
+        replica=_replica(host, hv),
+        address=address,
         engine=engine,
         mode=mode,
         device=device,
         model_path=model_path,
-        served_model_name=str(hv.get("inferops_served_model_name") or model_path),
+        served_model_name=_text(host, "inferops_served_model_name", served_model_name),
         gpus_per_node=gpus_per_node,
         tp=tp,
         pp=pp,
@@ -292,47 +463,111 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
         pinned_rank=pinned_rank,
         pinned_head=_bool(host, "inferops_head", hv.get("inferops_head", False)),
         ports=ports,
-        api_host=str(hv.get("inferops_api_host", "0.0.0.0")),
+        api_host=_text(host, "inferops_api_host", hv.get("inferops_api_host", "0.0.0.0")),
         engine_args=engine_args,
         extra_env=extra_env,
         nccl_overrides=nccl_overrides,
         rdma=rdma,
         socket_ifname=str(socket_ifname) if socket_ifname else None,
         api_key_set=bool(hv.get("inferops_api_key")),
-        docker_bridges=tuple(str(b) for b in bridges),
-        router_host=hv.get("inferops_router_host") or None,
+        docker_bridges=_bridges(host, hv.get("inferops_docker_bridge_networks", DEFAULT_DOCKER_BRIDGES)),
+        router_host=_text(host, "inferops_router_host", router_host) if router_host else None,
+        api_key_digest=_api_key_digest(host, hv.get("inferops_api_key_digest")),
     )
 
 
-def _check_head_address(node: NodeSpec, nnodes: int, nreplicas: int) -> None:
+def _check_address(node: NodeSpec, is_head: bool, nnodes: int, nreplicas: int) -> None:
+    """Every node's address must reach its peers: not loopback (unless alone), link-local, unspecified or a bridge."""
+    what = "head address" if is_head else "address"
+    alone = nnodes == 1 and nreplicas == 1  # a lone single-node replica may serve on loopback
     try:
         ip = ipaddress.ip_address(node.address)
     except ValueError:
-        if node.address.lower() in ("localhost", "localhost.localdomain") and (nnodes > 1 or nreplicas > 1):
+        if node.address.lower() in ("localhost", "localhost.localdomain") and not alone:
             raise PlanError(
-                node.host, "inferops_address", f"head address {node.address!r} is loopback; peers cannot reach it"
+                node.host, "inferops_address", f"{what} {node.address!r} is loopback; peers cannot reach it"
             ) from None
         return  # a DNS name: resolved by the nodes themselves
-    if nnodes == 1 and nreplicas == 1 and ip.is_loopback:
-        return  # a lone single-node replica may serve on loopback
+    ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is 127.0.0.1
     if ip.is_loopback:
-        raise PlanError(node.host, "inferops_address", f"head address {ip} is loopback; peers cannot reach it")
+        if alone:
+            return
+        raise PlanError(node.host, "inferops_address", f"{what} {ip} is loopback; peers cannot reach it")
     if ip.is_link_local:
-        raise PlanError(node.host, "inferops_address", f"head address {ip} is link-local; use a routable address")
+        raise PlanError(node.host, "inferops_address", f"{what} {ip} is link-local; use a routable address")
     if ip.is_unspecified:
-        raise PlanError(node.host, "inferops_address", f"head address {ip} is unspecified")
+        raise PlanError(node.host, "inferops_address", f"{what} {ip} is unspecified")
     for cidr in node.docker_bridges:
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise PlanError(node.host, "inferops_docker_bridge_networks", f"{cidr!r} is not a CIDR") from None
+        net = ipaddress.ip_network(cidr, strict=False)
         if ip.version == net.version and ip in net:
             raise PlanError(
                 node.host,
                 "inferops_address",
-                f"head address {ip} is on the Docker bridge {net}; other nodes cannot reach it "
+                f"{what} {ip} is on the Docker bridge {net}; other nodes cannot reach it "
                 "(set inferops_address to the node's cluster-network address)",
             )
+
+
+def _address_key(address: str) -> str:
+    """One spelling per address: fd00:0::1 is fd00::1, ::ffff:10.0.0.1 is 10.0.0.1, names ignore case."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.lower().rstrip(".")
+    return str(getattr(ip, "ipv4_mapped", None) or ip)
+
+
+def _check_unique_addresses(specs: list[NodeSpec]) -> None:
+    """One machine in two places (two inventory hosts, one address) is refused, across replicas too."""
+    seen: dict[str, NodeSpec] = {}
+    for node in sorted(specs, key=lambda n: natural_key(n.host)):
+        key = _address_key(node.address)
+        other = seen.setdefault(key, node)
+        if other is not node:
+            where = "" if other.replica == node.replica else f" (replica {other.replica})"
+            raise PlanError(
+                node.host,
+                "inferops_address",
+                f"{node.address} is also the address of {other.host}{where}; one machine cannot be two hosts",
+            )
+
+
+def _check_router_hosts(specs: list[NodeSpec], hosts: Iterable[str]) -> None:
+    known = set(hosts)
+    for node in sorted(specs, key=lambda n: natural_key(n.host)):
+        if node.router_host and node.router_host not in known:
+            raise PlanError(
+                node.host,
+                "inferops_router_host",
+                f"{node.router_host!r} is not a host of the inventory group; name the host the router runs on",
+            )
+
+
+def _check_routers(replicas: Mapping[str, list[NodeSpec]]) -> None:
+    """Replicas behind one router serve one model with one API key (the router sends any request anywhere)."""
+    behind: dict[str, list[tuple[str, NodeSpec]]] = {}
+    for name in sorted(replicas, key=natural_key):
+        head = replicas[name][0]
+        if head.router_host:
+            behind.setdefault(head.router_host, []).append((name, head))
+    for router, members in behind.items():
+        first_name, first = members[0]
+        for name, head in members[1:]:
+            if head.served_model_name != first.served_model_name:
+                raise PlanError(
+                    head.host,
+                    "inferops_served_model_name",
+                    f"replicas behind router {router} serve different models: {first_name}="
+                    f"{first.served_model_name!r}, {name}={head.served_model_name!r}; one model per router",
+                )
+            digests = (first.api_key_digest, head.api_key_digest)
+            if head.api_key_set != first.api_key_set or (None not in digests and digests[0] != digests[1]):
+                raise PlanError(
+                    head.host,
+                    "inferops_api_key",
+                    f"replicas {first_name} and {name} behind router {router} use different API keys; "
+                    "the router and its clients send one key: give them the same inferops_api_key",
+                )
 
 
 _SAME_IN_REPLICA = (
@@ -347,6 +582,7 @@ _SAME_IN_REPLICA = (
     ("dp", "inferops_dp"),
     ("ep", "inferops_ep"),
     ("engine_args", "inferops_engine_args"),
+    ("router_host", "inferops_router_host"),
 )
 
 
@@ -483,7 +719,7 @@ def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
 
 def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int]) -> list[str]:
     """The engine command line for one rank; the API key only as a placeholder."""
-    extra = render_flags(node.engine_args)
+    extra = render_flags(node.engine_args, node.engine)
     if node.engine == "sglang":
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", node.model_path]
         if node.served_model_name != node.model_path:
@@ -609,11 +845,16 @@ def _environment(node: NodeSpec, head: NodeSpec) -> dict[str, str]:
     return env
 
 
-def build_plan(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Turn ``{hostname: hostvars}`` into the plan: replicas and per-host serving facts."""
+def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[str] | None = None) -> dict[str, Any]:
+    """Turn ``{hostname: hostvars}`` into the plan: replicas and per-host serving facts.
+
+    ``all_hosts``: the hosts inferops_router_host may name (default: the hosts of ``hostvars``).
+    """
     if not hostvars:
         raise PlanError(None, "inventory", "no hosts in the serving group (inferops_nodes)")
-    specs = [read_node(h, hv) for h, hv in hostvars.items()]
+    specs = [read_node(h, served_model_vars(hv)) for h, hv in hostvars.items()]
+    _check_unique_addresses(specs)
+    _check_router_hosts(specs, hostvars if all_hosts is None else all_hosts)
 
     replicas: dict[str, list[NodeSpec]] = {}
     for spec in specs:
@@ -622,19 +863,15 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     router_hosts = {s.router_host for s in specs if s.router_host}
     plan_hosts: dict[str, dict[str, Any]] = {}
     plan_replicas: dict[str, dict[str, Any]] = {}
+    ranked: dict[str, list[NodeSpec]] = {}
     for index, name in enumerate(sorted(replicas, key=natural_key)):
         ordered = assign_ranks(name, replicas[name])
         _check_uniform(name, ordered)
         head = ordered[0]
         nnodes = len(ordered)
-        _check_head_address(head, nnodes, len(replicas))
-        addresses: dict[str, str] = {}
         for node in ordered:
-            if node.address in addresses:
-                raise PlanError(
-                    node.host, "inferops_address", f"{node.address} is also the address of {addresses[node.address]}"
-                )
-            addresses[node.address] = node.host
+            _check_address(node, node is head, nnodes, len(replicas))
+        ranked[name] = ordered
         par = _parallel(name, head, nnodes)
         api_url = f"http://{_host_port(head.address, head.ports['api'])}"
         peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
@@ -679,6 +916,8 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                 "model_path": node.model_path,
                 "served_model_name": node.served_model_name,
             }
+            plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
+            plan_hosts[node.host]["warnings"] = spec_warnings(hostvars[node.host], plan_hosts[node.host])
         plan_replicas[name] = {
             "head": head.host,
             "head_address": head.address,
@@ -690,6 +929,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             "mode": head.mode,
             "served_model_name": head.served_model_name,
         }
+    _check_routers(ranked)
     return {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
 
 
@@ -725,4 +965,4 @@ def plan_table(plan: Mapping[str, Any]) -> list[str]:
             if node["ray_argv"]:
                 lines.append(f"  {host} ray: {format_argv(node['ray_argv'])}")
             lines.append(f"  {host}: {node['command'] or '(no engine process: Ray worker)'}")
-    return lines
+    return [*lines, "", *spec_table(plan)]

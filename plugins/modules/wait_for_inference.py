@@ -27,18 +27,16 @@ options:
     choices: [vllm, sglang]
     required: true
   runtime:
-    description: How the rank runs.
+    description: How the rank runs (the node spec's C(inferops_node.runtime.kind)).
     type: str
     choices: [systemd, docker]
-    default: systemd
+    required: true
   unit:
-    description: Systemd unit of the rank (O(runtime=systemd)).
+    description: Systemd unit of the rank (C(inferops_node.runtime.unit)); required with O(runtime=systemd).
     type: str
-    default: inferops-engine.service
   container:
-    description: Container of the rank (O(runtime=docker)).
+    description: Container of the rank (C(inferops_node.runtime.container)); required with O(runtime=docker).
     type: str
-    default: inferops-engine
   is_head:
     description: Whether this rank is the replica's head (only the head's log holds the ready line).
     type: bool
@@ -112,8 +110,9 @@ EXAMPLES = r"""
 - name: Wait for the replica to serve
   inferops.cluster.wait_for_inference:
     engine: "{{ inferops_node.engine }}"
-    runtime: systemd
-    unit: inferops-engine.service
+    runtime: "{{ inferops_node.runtime.kind }}"
+    unit: "{{ inferops_node.runtime.unit }}"
+    container: "{{ inferops_node.runtime.container }}"
     is_head: "{{ inferops_node.is_head }}"
     api_url: "{{ inferops_node.api_url }}"
     served_model_name: "{{ inferops_node.served_model_name }}"
@@ -267,9 +266,9 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "engine": {"type": "str", "required": True, "choices": ["vllm", "sglang"]},
-            "runtime": {"type": "str", "default": "systemd", "choices": ["systemd", "docker"]},
-            "unit": {"type": "str", "default": "inferops-engine.service"},
-            "container": {"type": "str", "default": "inferops-engine"},
+            "runtime": {"type": "str", "required": True, "choices": ["systemd", "docker"]},
+            "unit": {"type": "str"},
+            "container": {"type": "str"},
             "is_head": {"type": "bool", "default": True},
             "api_url": {"type": "str", "required": True},
             "served_model_name": {"type": "str", "required": True},
@@ -284,6 +283,7 @@ def main() -> None:
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
         },
+        required_if=[("runtime", "systemd", ("unit",)), ("runtime", "docker", ("container",))],
         supports_check_mode=True,
     )
     params = module.params

@@ -55,6 +55,16 @@ def invocation(node: str) -> str:
     return docker_exec(node, "systemctl", "show", "-p", "InvocationID", "--value", "inferops-engine.service")
 
 
+def task_outcomes(stdout: str, task: str) -> set[str]:
+    """The outcomes ('ok', 'changed', 'skipping', ...) the default callback printed for a task's hosts."""
+    outcomes: set[str] = set()
+    for block in stdout.split("\nTASK [")[1:]:
+        header, _, body = block.partition("\n")
+        if task in header:
+            outcomes |= {line.split(":", 1)[0] for line in body.splitlines() if line.endswith("]") and ": [" in line}
+    return outcomes
+
+
 def chat(api_url: str, key: str, model: str) -> dict:
     request = urllib.request.Request(
         f"{api_url}/v1/chat/completions",
@@ -106,6 +116,9 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     assert totals[head]["changed"] == 0, second.stdout[-4000:]
     assert totals[follower]["changed"] == 0, second.stdout[-4000:]
     assert {node: invocation(node) for node in (head, follower)} == before
+    # ... and skips finished work: the engine's install (its stamp matches) and the unchanged comm check
+    assert "communication check skipped, every node holds the stamp" in second.stdout
+    assert task_outcomes(second.stdout, "Install the engine from the lock") == {"skipping"}
 
     # 3. kill the follower's engine: the wait fails naming the phase and host, with both ranks' logs
     docker_exec(follower, "systemctl", "kill", "--signal=SIGKILL", "inferops-engine.service")

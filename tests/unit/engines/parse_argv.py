@@ -1,6 +1,7 @@
 """Parse rendered argv with the real engines' own parsers (run inside the engines venv).
 
-stdin: JSON list of {"id": ..., "argv": [...]}; stdout: JSON list of {"id", "ok", "error", "args"}.
+stdin: JSON list of {"id": ..., "argv": [...], "keys": [more attributes to return, optional]};
+stdout: JSON list of {"id", "ok", "error", "args"}.
 vLLM: the `vllm serve` sub-command parser and its validation; sglang: ServerArgs.add_cli_args.
 """
 
@@ -78,7 +79,7 @@ def parse(item, parsers):
         return {"id": item["id"], "ok": False, "error": err.getvalue().strip()[-500:], "args": {}}
     except Exception as exc:  # the engine's own validation
         return {"id": item["id"], "ok": False, "error": f"{type(exc).__name__}: {exc}", "args": {}}
-    args = {k: getattr(ns, k) for k in KEYS if hasattr(ns, k)}
+    args = {k: getattr(ns, k) for k in (*KEYS, *item.get("keys", ())) if hasattr(ns, k)}
     return {"id": item["id"], "ok": True, "error": "", "args": json.loads(json.dumps(args, default=str))}
 
 

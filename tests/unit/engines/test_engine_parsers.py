@@ -28,7 +28,7 @@ def plan_items() -> list[dict[str, Any]]:
     items = []
     for case in CASES:
         hosts = {h: {**case.get("common", {}), **(own or {})} for h, own in case["hosts"].items()}
-        plan = build_plan(hosts)
+        plan = build_plan(hosts, case.get("all_hosts"))
         for host, node in plan["hosts"].items():
             if node["argv"]:
                 items.append({"id": f"{case['id']}/{host}", "case": case["id"], "argv": node["argv"], "node": node})

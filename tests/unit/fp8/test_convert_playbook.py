@@ -1,6 +1,6 @@
 """playbooks/convert.yml + role fp8_to_bf16 on this machine (local connection, the real converter
-in this Python, which has torch): converts, switches inferops_model_path, is idempotent, does
-nothing when conversion is off, and refuses bad paths before touching the host."""
+in this Python, which has torch): converts into the directory the node spec serves, is idempotent,
+does nothing when conversion is off, and refuses bad paths before touching the host."""
 
 from __future__ import annotations
 
@@ -54,15 +54,17 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
   hosts: inferops_nodes
   gather_facts: false
   tasks:
-    - name: Write the model path
+    - name: Plan as the serving phase does
+      inferops.cluster.cluster_plan:
+
+    - name: Write the model directory the node spec serves
       ansible.builtin.copy:
-        content: "{{{{ inferops_model_path }}}}"
+        content: "{{{{ inferops_node.runtime.model_dir }}}}"
         dest: {seen}
         mode: "0644"
 """
     )
     inventory = tmp_path / "hosts.yml"
-    # the model path is an inventory variable, as in real use (an extra var would outrank set_fact)
     host = {
         "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable,
@@ -147,16 +149,25 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
         pytest.fail(f"no ansible-playbook beside {sys.executable}: run the tests with the venv (make unit)")
     argv_file = tmp_path / "argv.json"
     wrapper = tmp_path / "render.yml"
+    inventory = tmp_path / "hosts.yml"
+    host = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": sys.executable,
+        "inferops_model_path": str(model),
+        "inferops_convert_fp8_to_bf16": True,
+        "inferops_runtime": "docker",
+        "inferops_engine_image": "vllm/vllm-openai:v0.11.0",
+        "inferops_gpus_per_node": 1,
+    }
+    inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
     wrapper.write_text(
         f"""---
 - name: Render the docker command
-  hosts: localhost
+  hosts: inferops_nodes
   gather_facts: false
-  vars:
-    inferops_model_path: {model}
-    inferops_runtime: docker
-    inferops_engine_image: vllm/vllm-openai:v0.11.0
   tasks:
+    - name: Plan the node
+      inferops.cluster.cluster_plan:
     - name: Preflight of the role
       ansible.builtin.include_role:
         name: inferops.cluster.fp8_to_bf16
@@ -171,16 +182,7 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     )
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     res = subprocess.run(
-        [
-            str(PLAYBOOK_BIN),
-            "-i",
-            "localhost,",
-            "-c",
-            "local",
-            "-e",
-            f"ansible_python_interpreter={sys.executable}",
-            str(wrapper),
-        ],
+        [str(PLAYBOOK_BIN), "-i", str(inventory), str(wrapper)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -214,3 +214,12 @@ def test_vllm_fixture_is_real_tool_output():
     raw = json.loads((FIXTURES / "vllm" / "serving_benchmark_4_32_16.json").read_text())
     assert raw["backend"] == "openai" and raw["model_id"] == "tiny-llama"
     assert len(raw["ttfts"]) == raw["num_prompts"] == 8
+
+
+@pytest.mark.parametrize(("tool", "flag"), [("vllm", "--num-warmups"), ("sglang", "--warmup-requests")])
+def test_warmup_requests_go_through_the_tools_own_flag(tool, flag):
+    case = expand_cases([{"input": 64, "output": 32}], [4])[0]
+    assert _flag(bench_argv(case, tool, command=["x"], warmups=4, **COMMON), flag) == "4"
+    assert _flag(bench_argv(case, tool, command=["x"], **COMMON), flag) == "0"
+    with pytest.raises(Exception, match="warmups"):
+        bench_argv(case, tool, command=["x"], warmups=-1, **COMMON)

@@ -28,7 +28,7 @@ def contains_run(argv: list[str], run: list[str]) -> bool:
 
 @pytest.mark.parametrize("case", VALID, ids=[c["id"] for c in VALID])
 def test_valid_topologies(case: dict[str, Any]) -> None:
-    plan = build_plan(hostvars(case))
+    plan = build_plan(hostvars(case), case.get("all_hosts"))
     expect = case["expect"]
     for name, wanted in expect.get("replicas", {}).items():
         for key, value in wanted.items():
@@ -60,22 +60,24 @@ def test_valid_topologies(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", INVALID, ids=[c["id"] for c in INVALID])
 def test_bad_input_names_host_and_variable(case: dict[str, Any]) -> None:
     with pytest.raises(PlanError) as info:
-        build_plan(hostvars(case))
+        build_plan(hostvars(case), case.get("all_hosts"))
     err = case["error"]
     assert info.value.host == err["host"]
     assert info.value.variable == err["variable"]
     assert err["match"] in str(info.value)
     assert str(info.value).startswith(f"host {err['host']}: {err['variable']}: ")
+    for hidden in err.get("lacks", []):
+        assert hidden not in str(info.value)
 
 
 @pytest.mark.parametrize("case", VALID, ids=[c["id"] for c in VALID])
 def test_ranks_do_not_depend_on_inventory_order(case: dict[str, Any]) -> None:
-    reference = build_plan(hostvars(case))
+    reference = build_plan(hostvars(case), case.get("all_hosts"))
     items = list(hostvars(case).items())
     rng = random.Random(7)
     for _attempt in range(5):
         rng.shuffle(items)
-        shuffled = build_plan(dict(items))
+        shuffled = build_plan(dict(items), case.get("all_hosts"))
         assert shuffled["replicas"] == reference["replicas"]
         for host, node in reference["hosts"].items():
             assert shuffled["hosts"][host]["node_rank"] == node["node_rank"]
