@@ -112,7 +112,9 @@ class ActionModule(ActionBase):
             if heads_only:
                 result.update(changed=False, heads=head_addresses(collected))
             else:
-                result.update(changed=False, plan=build_plan(collected))
+                # inferops_router_host may name any host of the inventory, not only a serving node
+                all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]
+                result.update(changed=False, plan=build_plan(collected, all_hosts))
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None
         if args.get("output") and not heads_only:

@@ -173,3 +173,18 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
             run.stdout, "Read the RDMA devices and the interface that reaches the head (once per run and head)"
         ) == ["ok"]
         assert json.loads(alone.read_text()) == plan
+
+
+def test_router_host_outside_the_serving_group(roce, tmp_path: Path) -> None:
+    """inferops_router_host may name any inventory host: the action passes every host of the inventory."""
+    inv = tmp_path / "inv"
+    hosts = {"all": {"children": {"inferops_nodes": {"hosts": HOSTS}, "gateways": {"hosts": {"gw1": None}}}}}
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump({**COMMON, "inferops_router_host": "gw1"}))
+    out = tmp_path / "plan.json"
+    run = ansible_playbook(
+        "playbooks/plan.yml", "-i", str(inv), "-e", f"plan_facts_dir={roce[1]}", "-e", f"plan_output={out}"
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert set(json.loads(out.read_text())["hosts"]) == set(HOSTS)

@@ -26,7 +26,7 @@ def hostvars(case: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("case", VALID, ids=[c["id"] for c in VALID])
 def test_heads_agree_with_the_plan(case: dict[str, Any]) -> None:
     hv = hostvars(case)
-    plan = build_plan(hv)
+    plan = build_plan(hv, case.get("all_hosts"))
     assert head_addresses(hv) == {host: node["head_address"] for host, node in plan["hosts"].items()}
 
 
