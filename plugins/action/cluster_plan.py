@@ -1,54 +1,78 @@
 # Copyright: inferops.cluster contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Controller-side: compute the cluster plan from the inventory; no host is contacted."""
+"""Controller-side: compute the cluster plan from the inventory and the nodes' facts; no host is contacted.
+
+Run it once (run_once: true, as playbooks/plan_step.yml does): it reads every host of the group itself, so one
+call costs O(nodes). It returns the plan as ``plan`` (not as facts, so no fact cache holds a copy per host).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.text.converters import to_text
+from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.inferops.cluster.plugins.module_utils._plan import PlanError, build_plan
+from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
+    PLAN_FACTS,
+    PLAN_VARIABLES,
+    PlanError,
+    build_plan,
+    head_addresses,
+)
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import SPEC_VARIABLES
 
-# Variables the plan reads from each host; everything else in hostvars is left alone (and never templated).
-PLAN_VARIABLES = (
-    "ansible_host",
-    "inferops_address",
-    "inferops_replica",
-    "inferops_node_rank",
-    "inferops_head",
-    "inferops_engine",
-    "inferops_engine_mode",
-    "inferops_device",
-    "inferops_model_path",
-    "inferops_served_model_name",
-    "inferops_gpus_per_node",
-    "inferops_tp",
-    "inferops_pp",
-    "inferops_dp",
-    "inferops_ep",
-    "inferops_engine_args",
-    "inferops_env",
-    "inferops_nccl_env",
-    "inferops_socket_ifname",
-    "inferops_api_host",
-    "inferops_api_port",
-    "inferops_dist_init_port",
-    "inferops_master_port",
-    "inferops_ray_port",
-    "inferops_router_port",
-    "inferops_router_host",
-    "inferops_docker_bridge_networks",
-    "inferops_rdma",
-    "inferops_gpu",
-)
+
+def read_saved_facts(facts_dir: str, host: str) -> dict[str, Any]:
+    """FACTS_DIR/HOST.json: {"inferops_gpu": ..., "inferops_rdma": ...} as the modules return them (an
+    ``ansible_facts`` wrapper is accepted too); only PLAN_FACTS are kept."""
+    path = os.path.join(facts_dir, f"{host}.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise AnsibleActionFail(f"plan_facts_dir: no saved facts for host {host!r} ({path})") from None
+    except (OSError, ValueError) as exc:
+        raise AnsibleActionFail(f"plan_facts_dir: cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise AnsibleActionFail(f"plan_facts_dir: {path} must hold a JSON object")
+    facts = data.get("ansible_facts", data)
+    return {name: facts[name] for name in PLAN_FACTS if name in facts}
+
+
+def write_plan(path: str, plan: dict[str, Any]) -> bool:
+    """The plan as JSON at PATH on the controller; True when the file changed."""
+    text = json.dumps(plan, indent=2, sort_keys=True) + "\n"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise AnsibleActionFail(f"plan_output: cannot read {path}: {exc}") from None
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(path, 0o644)
+    except OSError as exc:
+        raise AnsibleActionFail(f"plan_output: cannot write {path}: {exc}") from None
+    return True
+
+
+def api_key_digest(key: Any) -> str:
+    """sha256 hex of the key ("" when unset): lets the plan compare keys without holding one."""
+    return hashlib.sha256(to_text(key).encode("utf-8")).hexdigest() if key else ""
 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("group", "hosts"))
+    _VALID_ARGS = frozenset(("group", "hosts", "facts_dir", "heads_only", "output"))
     _requires_connection = False
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -61,24 +85,39 @@ class ActionModule(ActionBase):
             hosts = task_vars.get("groups", {}).get(group)
             if not hosts:
                 raise AnsibleActionFail(f"inventory: the group {group!r} has no hosts (or does not exist)")
+        facts_dir = os.path.expanduser(args["facts_dir"]) if args.get("facts_dir") else None
+        heads_only = boolean(args.get("heads_only", False), strict=True)
         hostvars = task_vars["hostvars"]
         collected: dict[str, dict[str, Any]] = {}
         for host in hosts:
             if host not in hostvars:
                 raise AnsibleActionFail(f"inventory: host {host!r} is not in the inventory")
-            hv = hostvars[host]
-            values = {name: hv[name] for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in hv}
-            values["inferops_api_key"] = bool(hv.get("inferops_api_key")) if "inferops_api_key" in hv else False
-            facts = hv.get("ansible_facts") or {}
-            values["ansible_facts"] = {k: facts[k] for k in ("inferops_rdma", "inferops_gpu") if k in facts}
+            # One untemplated read per host; then template only the variables the plan reads (never every fact).
+            raw = hostvars.raw_get(host)
+            templar = self._templar.copy_with_new_env(available_variables=raw)
+            if heads_only:
+                collected[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
+                continue
+            values = {name: templar.template(raw[name]) for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in raw}
+            key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
+            values["inferops_api_key"] = bool(key)
+            values["inferops_api_key_digest"] = api_key_digest(key)
+            if facts_dir:
+                values["ansible_facts"] = read_saved_facts(facts_dir, host)
+            else:
+                facts = raw.get("ansible_facts") or {}
+                values["ansible_facts"] = {name: facts[name] for name in PLAN_FACTS if name in facts}
             collected[host] = values
         try:
-            plan = build_plan(collected)
+            if heads_only:
+                result.update(changed=False, heads=head_addresses(collected))
+            else:
+                # inferops_router_host may name any host of the inventory, not only a serving node
+                all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]
+                result.update(changed=False, plan=build_plan(collected, all_hosts))
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None
-        me = task_vars.get("inventory_hostname")
-        facts_out: dict[str, Any] = {"inferops_plan": plan}
-        if me in plan["hosts"]:
-            facts_out["inferops_node"] = plan["hosts"][me]
-        result.update(changed=False, ansible_facts=facts_out)
+        if args.get("output") and not heads_only:
+            # A report on the controller, written in check mode too: no node changes.
+            result["changed"] = write_plan(os.path.expanduser(args["output"]), result["plan"])
         return result

@@ -49,6 +49,44 @@ REPLICA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _PLAIN_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
 
+# Inventory variables the plan reads from each host (the cluster_plan action templates these and nothing else). The
+# action adds the facts inferops_gpu / inferops_rdma (under ansible_facts), inferops_api_key as a bool (set or
+# not) and inferops_api_key_digest (sha256 hex of the key, "" when unset); the key itself never reaches the plan.
+PLAN_VARIABLES = (
+    "ansible_host",
+    "ansible_port",
+    "inferops_address",
+    "inferops_replica",
+    "inferops_node_rank",
+    "inferops_head",
+    "inferops_engine",
+    "inferops_engine_mode",
+    "inferops_device",
+    "inferops_model_path",
+    "inferops_served_model_name",
+    "inferops_gpus_per_node",
+    "inferops_tp",
+    "inferops_pp",
+    "inferops_dp",
+    "inferops_ep",
+    "inferops_engine_args",
+    "inferops_env",
+    "inferops_nccl_env",
+    "inferops_socket_ifname",
+    "inferops_api_host",
+    "inferops_api_port",
+    "inferops_dist_init_port",
+    "inferops_master_port",
+    "inferops_ray_port",
+    "inferops_router_port",
+    "inferops_router_host",
+    "inferops_docker_bridge_networks",
+    "inferops_rdma",
+    "inferops_gpu",
+)
+# Facts the plan reads (gpu_facts, rdma_facts), from ansible_facts or from saved facts (plan_facts_dir).
+PLAN_FACTS = ("inferops_gpu", "inferops_rdma")
+
 # Flags the plan owns, per engine: setting them in inferops_engine_args would fight the plan.
 _MANAGED_FLAGS = {
     "vllm": {
@@ -600,6 +638,40 @@ def assign_ranks(replica: str, nodes: list[NodeSpec]) -> list[NodeSpec]:
         if node not in slots.values():
             slots[next(free)] = node
     return [slots[r] for r in range(nnodes)]
+
+
+@dataclass(frozen=True)
+class _Seat:
+    """What rank assignment reads of a host (the fields of NodeSpec that assign_ranks uses)."""
+
+    host: str
+    pinned_rank: int | None
+    pinned_head: bool
+    address: str
+
+
+def head_addresses(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each host's head address from the inventory alone, before any fact is gathered.
+
+    Ranks depend only on the inventory (pins and host names), never on facts, so the nodes can be asked for their
+    route to the head before the plan that reads what they answer. Agrees with build_plan's head_address
+    (tests/unit/plugins/module_utils/test_plan.py checks it on every valid fixture).
+    """
+    replicas: dict[str, list[_Seat]] = {}
+    for host, hv in hostvars.items():
+        raw_rank = hv.get("inferops_node_rank")
+        seat = _Seat(
+            host=host,
+            pinned_rank=None if raw_rank in (None, "") else _int(host, "inferops_node_rank", raw_rank, minimum=0),
+            pinned_head=_bool(host, "inferops_head", hv.get("inferops_head", False)),
+            address=str(hv.get("inferops_address") or hv.get("ansible_host") or host),
+        )
+        replicas.setdefault(str(hv.get("inferops_replica", "r0")), []).append(seat)
+    heads: dict[str, str] = {}
+    for name, seats in replicas.items():
+        ordered = assign_ranks(name, seats)  # type: ignore[arg-type]  # duck-typed: host and the two pins
+        heads.update((seat.host, ordered[0].address) for seat in seats)
+    return heads
 
 
 def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:

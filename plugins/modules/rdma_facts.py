@@ -14,7 +14,8 @@ description:
     table with type (C(IB/RoCE v1), C(RoCE v2)) and the IPv4 address an IPv4-mapped GID carries,
     and per Ethernet port the index of the RoCE v2 IPv4 GID (what NCCL_IB_GID_INDEX needs).
   - With O(route_to), also the interface that carries that address, from
-    C(ip route get ADDRESS) (and C(ip -o addr show to ADDRESS) when the address is local).
+    C(ip route get ADDRESS) (and C(ip -o addr show to ADDRESS) when the address is local). A host name
+    is resolved by the node first, as the engine will resolve it.
   - Sets the fact C(inferops_rdma). A node without HCAs gets C(present=false) and no devices.
 version_added: 0.1.0
 author:
@@ -25,7 +26,7 @@ options:
     type: path
     default: /sys/class/infiniband
   route_to:
-    description: Address (usually the replica head's) whose outgoing interface is reported in C(route).
+    description: Address or host name (usually the replica head's) whose outgoing interface is reported in C(route).
     type: str
   require_active:
     description: Fail when no port is ACTIVE (for nodes that must have RDMA).
@@ -73,6 +74,9 @@ ansible_facts:
         route: {dst: 10.63.65.207, ifname: xgbe0, src: 10.63.65.208, local: false}
 """
 
+import ipaddress
+import socket
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.inferops.cluster.plugins.module_utils._rdma import (
@@ -81,6 +85,18 @@ from ansible_collections.inferops.cluster.plugins.module_utils._rdma import (
     port_summary,
     read_sysfs,
 )
+
+
+def route_address(module: AnsibleModule, target: str) -> str:
+    """`ip route get` takes an address: resolve a host name with the node's own resolver."""
+    try:
+        return str(ipaddress.ip_address(target))
+    except ValueError:
+        pass
+    try:
+        return socket.getaddrinfo(target, None, proto=socket.IPPROTO_TCP)[0][4][0]
+    except (OSError, IndexError) as exc:
+        module.fail_json(msg=f"route_to {target!r}: this node cannot resolve it ({exc}); set inferops_address")
 
 
 def main() -> None:
@@ -101,6 +117,7 @@ def main() -> None:
     target = module.params["route_to"]
     if target:
         ip = module.get_bin_path("ip", required=True, opt_dirs=["/usr/sbin", "/sbin"])
+        target = route_address(module, target)
         rc, out, err = module.run_command([ip, "route", "get", target])
         if rc != 0:
             module.fail_json(msg=f"ip route get {target} failed: {err.strip() or out.strip()}")

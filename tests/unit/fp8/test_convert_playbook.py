@@ -50,13 +50,13 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
 - name: Conversion phase
   ansible.builtin.import_playbook: {ROOT}/playbooks/convert.yml
 
+- name: Plan as the serving phase does
+  ansible.builtin.import_playbook: {ROOT}/playbooks/plan_step.yml
+
 - name: What the serving phase would see
   hosts: inferops_nodes
   gather_facts: false
   tasks:
-    - name: Plan as the serving phase does
-      inferops.cluster.cluster_plan:
-
     - name: Write the model directory the node spec serves
       ansible.builtin.copy:
         content: "{{{{ inferops_node.runtime.model_dir }}}}"
@@ -67,6 +67,7 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
     inventory = tmp_path / "hosts.yml"
     host = {
         "ansible_connection": "local",
+        "ansible_host": "127.0.0.1",  # the plan step asks the node for its route to the head
         "ansible_python_interpreter": sys.executable,
         "inferops_model_path": str(model),
     }
@@ -152,6 +153,7 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     inventory = tmp_path / "hosts.yml"
     host = {
         "ansible_connection": "local",
+        "ansible_host": "127.0.0.1",  # the plan step asks the node for its route to the head
         "ansible_python_interpreter": sys.executable,
         "inferops_model_path": str(model),
         "inferops_convert_fp8_to_bf16": True,
@@ -162,12 +164,13 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
     wrapper.write_text(
         f"""---
+- name: Plan the node
+  ansible.builtin.import_playbook: {ROOT}/playbooks/plan_step.yml
+
 - name: Render the docker command
   hosts: inferops_nodes
   gather_facts: false
   tasks:
-    - name: Plan the node
-      inferops.cluster.cluster_plan:
     - name: Preflight of the role
       ansible.builtin.include_role:
         name: inferops.cluster.fp8_to_bf16
