@@ -102,6 +102,8 @@ class ActionModule(ActionBase):
             key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
             values["inferops_api_key"] = bool(key)
             values["inferops_api_key_digest"] = api_key_digest(key)
+            if "inferops_hf_token" in values:  # the plan reads only whether it is set: never hand it the token
+                values["inferops_hf_token"] = bool(values["inferops_hf_token"])
             if facts_dir:
                 values["ansible_facts"] = read_saved_facts(facts_dir, host)
             else:
