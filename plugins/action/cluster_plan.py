@@ -24,6 +24,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
     PlanError,
     build_plan,
     head_addresses,
+    replica_sizes,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import SPEC_VARIABLES
 
@@ -112,7 +113,7 @@ class ActionModule(ActionBase):
             collected[host] = values
         try:
             if heads_only:
-                result.update(changed=False, heads=head_addresses(collected))
+                result.update(changed=False, heads=head_addresses(collected), nnodes=replica_sizes(collected))
             else:
                 # inferops_router_host may name any host of the inventory, not only a serving node
                 all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]

@@ -674,6 +674,15 @@ def head_addresses(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     return heads
 
 
+def replica_sizes(hostvars: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Each host's number of nodes in its replica, from the inventory alone (1: no traffic between nodes)."""
+    counts: dict[str, int] = {}
+    for hv in hostvars.values():
+        name = str(hv.get("inferops_replica", "r0"))
+        counts[name] = counts.get(name, 0) + 1
+    return {host: counts[str(hv.get("inferops_replica", "r0"))] for host, hv in hostvars.items()}
+
+
 def _parallel(replica: str, head: NodeSpec, nnodes: int) -> dict[str, int]:
     """Check tp/pp/dp/ep against the replica's devices; fill tp when it was left out."""
     world = nnodes * head.gpus_per_node

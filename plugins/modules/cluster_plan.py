@@ -49,7 +49,8 @@ options:
     type: path
   heads_only:
     description:
-      - Return only each host's head address (RV(heads)), read from the inventory alone; facts are not read.
+      - Return only each host's head address (RV(heads)) and its replica's size (RV(nnodes)), read from the
+        inventory alone; facts are not read.
     type: bool
     default: false
 attributes:
@@ -109,6 +110,11 @@ heads:
   returned: with O(heads_only)
   type: dict
   sample: {node1: 10.0.0.1, node2: 10.0.0.1}
+nnodes:
+  description: Each host's number of nodes in its replica, by host name (1 = no traffic between nodes).
+  returned: with O(heads_only)
+  type: dict
+  sample: {node1: 2, node2: 2}
 """
 
 from ansible.module_utils.basic import AnsibleModule

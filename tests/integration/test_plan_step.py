@@ -148,11 +148,12 @@ def own_address() -> tuple[str, str]:
 
 def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     """No saved facts: the first phase gathers rdma_facts (route to the head), later phases of the run reuse them,
-    and the plan reads them (GLOO_SOCKET_IFNAME: the interface that holds the head's address)."""
+    and the plan reads them (GLOO_SOCKET_IFNAME: the interface that holds the head's address). Both hosts of the
+    2-node replica are this machine (local connection); the second one's address is only a name in the plan."""
     ifname, address = own_address()
     inv = inventory(
         tmp_path / "inv",
-        {"cpu1": {"ansible_host": address}},
+        {"cpu1": {"ansible_host": address}, "cpu2": {"ansible_host": "192.0.2.10"}},
         {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny"},
     )
     out = tmp_path / "plan.json"
@@ -164,6 +165,7 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     plan = json.loads(out.read_text())
     assert plan["hosts"]["cpu1"]["head_address"] == address
     assert plan["hosts"]["cpu1"]["env"]["GLOO_SOCKET_IFNAME"] == ifname
+    assert plan["hosts"]["cpu2"]["env"]["GLOO_SOCKET_IFNAME"] == ifname
     # a day-2 playbook alone gathers the same facts and plans the same
     for playbook in ("playbooks/verify.yml", "playbooks/upgrade.yml"):
         alone = tmp_path / f"{Path(playbook).stem}.json"
@@ -188,3 +190,19 @@ def test_router_host_outside_the_serving_group(roce, tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:]
     assert set(json.loads(out.read_text())["hosts"]) == set(HOSTS)
+
+
+def test_a_one_node_replica_reads_no_route(tmp_path: Path) -> None:
+    """A replica on one node sends nothing between nodes: no rdma_facts (and no `ip`) needed to plan it."""
+    _ifname, address = own_address()
+    inv = inventory(
+        tmp_path / "inv",
+        {"cpu1": {"ansible_host": address}},
+        {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny"},
+    )
+    out = tmp_path / "plan.json"
+    run = ansible_playbook("playbooks/preflight.yml", "-i", str(inv), "-e", f"plan_output={out}", timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:]
+    task = "Read the RDMA devices and the interface that reaches the head (once per run and head)"
+    assert statuses(run.stdout, task) == ["skipping"]
+    assert "GLOO_SOCKET_IFNAME" not in json.loads(out.read_text())["hosts"]["cpu1"]["env"]

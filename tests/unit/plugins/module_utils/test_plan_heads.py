@@ -62,3 +62,10 @@ def test_plan_variables_is_the_module_constant() -> None:
     assert cluster_plan.PLAN_VARIABLES is PLAN_VARIABLES
     assert len(set(PLAN_VARIABLES)) == len(PLAN_VARIABLES)
     assert "inferops_api_key" not in PLAN_VARIABLES  # read apart: as a bool and a digest only
+
+
+def test_replica_sizes_count_the_nodes_of_each_hosts_replica():
+    from ansible_collections.inferops.cluster.plugins.module_utils._plan import replica_sizes
+
+    hosts = {"a1": {"inferops_replica": "a"}, "a2": {"inferops_replica": "a"}, "solo": {}}
+    assert replica_sizes(hosts) == {"a1": 2, "a2": 2, "solo": 1}
