@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Time `ansible-playbook playbooks/plan.yml` on generated clusters, without connecting to any node.
 
 Each inventory: N nodes, 8 GPUs each, replicas of 2 nodes (vLLM, tp 16), RoCE facts from the seed 003
@@ -62,7 +61,9 @@ def run(nodes: int, args: argparse.Namespace) -> float | None:
         argv += ["-i", str(directory / "inventory"), *extra, "-e", f"plan_output={out}"]
         start = time.monotonic()
         try:
-            done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout)
+            done = subprocess.run(
+                argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.timeout, check=False
+            )
         except subprocess.TimeoutExpired:
             return None
         seconds = time.monotonic() - start
@@ -75,7 +76,7 @@ def run(nodes: int, args: argparse.Namespace) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--replica-size", type=int, default=2)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the plan's validation table (bad input -> exact message) from the table-driven test fixture.
 
 Usage: .venv/bin/python scripts/validation-table.py   (markdown on stdout; docs/plan.md "## Validation")

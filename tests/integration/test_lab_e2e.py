@@ -59,7 +59,7 @@ def task_outcomes(stdout: str, task: str) -> set[str]:
     """The outcomes ('ok', 'changed', 'skipping', ...) the default callback printed for a task's hosts."""
     outcomes: set[str] = set()
     for block in stdout.split("\nTASK [")[1:]:
-        header, _, body = block.partition("\n")
+        header, _sep, body = block.partition("\n")
         if task in header:
             outcomes |= {line.split(":", 1)[0] for line in body.splitlines() if line.endswith("]") and ": [" in line}
     return outcomes

@@ -139,7 +139,8 @@ def test_empty_or_misspelled_group_fails(group: str, tmp_path: Path) -> None:
 
 def own_address() -> tuple[str, str]:
     """(interface, IPv4 address) of this machine's first global address off Docker's bridges."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"], capture_output=True, text=True)
+    argv = ["ip", "-4", "-o", "addr", "show", "scope", "global"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
     for ifname, cidr in re.findall(r"^\d+:\s+(\S+)\s+inet\s+(\S+)", out.stdout, flags=re.M):
         if not ifname.startswith(("docker", "br-", "veth")):
             return ifname, cidr.split("/")[0]
