@@ -131,6 +131,27 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     assert "inferops-engine.service: Main process exited, code=killed" in failed.stdout
 
 
+# Every playbook that plans (tests/integration/test_plan_step.py runs the same list on fixture facts).
+PLANNING_PLAYBOOKS = [
+    *(f"playbooks/{p}.yml" for p in ("preflight", "prepare", "weights", "convert", "serve", "verify", "bench")),
+    *(f"playbooks/{p}.yml" for p in ("smoke", "status", "upgrade", "teardown", "collect_logs", "router", "firewall")),
+]
+
+
+def test_every_playbook_plans_the_lab_as_site_does(lab, tmp_path):
+    """The node spec through site.yml and through each playbook alone, gathering from the lab's real nodes
+    (gpu/rdma facts, the route to the head): identical, and nothing on the nodes changes (--tags plan)."""
+    inv = str(lab)
+    reference = tmp_path / "site.json"
+    ansible("site.yml", "-i", inv, "--tags", "plan", "-e", f"plan_output={reference}")
+    expected = json.loads(reference.read_text())
+    assert expected["hosts"] and all(n["runtime"]["kind"] == "systemd" for n in expected["hosts"].values())
+    for playbook in PLANNING_PLAYBOOKS:
+        out = tmp_path / f"{Path(playbook).stem}.json"
+        ansible(playbook, "-i", inv, "--tags", "plan", "-e", f"plan_output={out}")
+        assert json.loads(out.read_text()) == expected, playbook
+
+
 def wait_until_dead(node: str, timeout: float = 300) -> str:
     """The engine unit's state once the kill took effect: every process of the unit gone (failed/inactive)."""
     deadline = time.monotonic() + timeout
