@@ -61,16 +61,9 @@ options:
     description: Seconds each probe request may take.
     type: float
     default: 30
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so has no diff.
-  idempotent:
-    support: full
-    description: Reads only.
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 author:
   - inferops maintainers (@inferops)
 """
