@@ -13,8 +13,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 
-# nvidia-smi --query-gpu=index,name,uuid,driver_version,memory.used,memory.total
-#            --format=csv,noheader,nounits
+# engine_info's GPU query; _gpu.parse_query_gpu parses its output.
 NVIDIA_SMI_QUERY_FIELDS = ("index", "name", "uuid", "driver_version", "memory.used", "memory.total")
 NVIDIA_SMI_QUERY_ARGV = [
     "nvidia-smi",
@@ -30,30 +29,6 @@ INFLIGHT_METRICS = {
     "vllm": ("vllm:num_requests_running", "vllm:num_requests_waiting"),
     "sglang": ("sglang:num_running_reqs", "sglang:num_queue_reqs"),
 }
-
-
-def parse_nvidia_smi_query(text: str) -> list[dict]:
-    """Parse `nvidia-smi --query-gpu=index,name,uuid,driver_version,memory.used,memory.total` CSV."""
-    gpus = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        cells = [cell.strip() for cell in line.split(",")]
-        if len(cells) != len(NVIDIA_SMI_QUERY_FIELDS):
-            raise ValueError(f"unexpected nvidia-smi line (want {len(NVIDIA_SMI_QUERY_FIELDS)} fields): {line!r}")
-        row = dict(zip(NVIDIA_SMI_QUERY_FIELDS, cells, strict=True))
-        gpus.append(
-            {
-                "index": int(row["index"]),
-                "name": row["name"],
-                "uuid": row["uuid"],
-                "driver_version": row["driver_version"],
-                "memory_used_mib": int(row["memory.used"]),
-                "memory_total_mib": int(row["memory.total"]),
-            }
-        )
-    return gpus
 
 
 def parse_cuda_version(text: str) -> str | None:

@@ -129,60 +129,12 @@ def rounds(up: Mapping[str, str], strategy: str) -> list[list[tuple[str, str]]]:
     return [sorted(r) for r in out]
 
 
-def estimate_seconds(
-    strategy: str, n_targets: int, n_seeds: int, total_bytes: int, n_files: int, link_bytes_per_s: float
-) -> float:
-    """Rough time model used in the docs and the benchmark report (not by the role)."""
-    if n_targets <= 0:
-        return 0.0
-    t = total_bytes / link_bytes_per_s
-    if strategy == "star":
-        return t * -(-n_targets // max(1, n_seeds))
-    if strategy == "chain":
-        depth = -(-n_targets // max(1, n_seeds))
-        return t + (depth - 1) * t / max(1, n_files)
-    up = upstream_map([f"s{i}" for i in range(n_seeds)], [f"t{i}" for i in range(n_targets)], "tree")
-    return t * len(rounds(up, "tree"))
-
-
 # ---------------------------------------------------------------------------
 # rsync
 # ---------------------------------------------------------------------------
 def rsync_url(address: str, port: int, module: str, relpath: str = "") -> str:
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
     return f"rsync://{host}:{int(port)}/{module}/{relpath}"
-
-
-def rsync_pull_argv(
-    rsync: str,
-    address: str,
-    port: int,
-    module: str,
-    relpath: str,
-    dest: str,
-    timeout: int = 60,
-    bwlimit_kbps: int = 0,
-) -> list[str]:
-    """argv that pulls one file from an upstream's rsync daemon into ``dest``.
-
-    ``--partial --partial-dir`` keeps an interrupted transfer beside the destination and rsync
-    resumes from it on the next run; an existing (e.g. corrupt) file at ``dest`` serves as the
-    basis of rsync's delta transfer, so a repaired shard costs only its damaged blocks.
-    """
-    argv = [
-        rsync,
-        "--times",
-        "--ignore-times",
-        "--partial",
-        "--partial-dir=.rsync-partial",
-        f"--timeout={int(timeout)}",
-        f"--contimeout={min(int(timeout), 30)}",
-        "--no-motd",
-    ]
-    if bwlimit_kbps:
-        argv.append(f"--bwlimit={int(bwlimit_kbps)}")
-    argv += [rsync_url(address, port, module, relpath), dest]
-    return argv
 
 
 def rsync_mirror_argv(rsync: str, source: str, dest: str, timeout: int = 0) -> list[str]:
@@ -220,34 +172,6 @@ def classify_rsync(rc: int, stderr: str) -> str:
     return "fatal"
 
 
-_LISTING = re.compile(r"^(?P<type>[-dlcbps])[rwxsStT-]{9}\s+(?P<size>[\d,.]+)\s+\S+\s+\S+\s+(?P<path>.+)$")
-
-
-def parse_listing(text: str) -> dict[str, int]:
-    """Regular files and their sizes from ``rsync --list-only -r`` output (with or without
-    digit grouping: rsync 3.2 and 3.5 print ``67,108,864``, ``--no-h`` prints ``67108864``)."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        m = _LISTING.match(line.rstrip("\n"))
-        if m and m.group("type") == "-":
-            out[m.group("path")] = int(m.group("size").replace(",", "").replace(".", ""))
-    return out
-
-
-def rsync_list_argv(rsync: str, address: str, port: int, module: str, timeout: int = 60) -> list[str]:
-    """argv that lists the files an upstream's daemon serves (state and partial files excluded there)."""
-    return [
-        rsync,
-        "--list-only",
-        "--recursive",
-        "--no-human-readable",
-        f"--timeout={int(timeout)}",
-        f"--contimeout={min(int(timeout), 30)}",
-        "--no-motd",
-        rsync_url(address, port, module),
-    ]
-
-
 def rsync_batch_argv(
     rsync: str,
     address: str,
@@ -262,7 +186,9 @@ def rsync_batch_argv(
 
     One session for every file the upstream already has keeps the link busy between files; each
     file appears under its final name in ``dest`` only once rsync has received it whole (rsync
-    writes to a temporary name and renames), which is when the module hashes it.
+    writes to a temporary name and renames), which is when the module hashes it. ``--partial-dir``
+    resumes an interrupted transfer; with ``--ignore-times`` a corrupt file already in ``dest`` is
+    compared even when its size and mtime match, and is the basis of the delta transfer.
     """
     argv = [
         rsync,

@@ -40,29 +40,48 @@ def _value(raw: str) -> str | None:
     return None if raw in _NA else raw
 
 
+def _int(raw: str | None) -> int | None:
+    return int(raw) if raw is not None else None
+
+
+def _mib(raw: str | None) -> int | None:
+    return int(float(raw)) if raw else None
+
+
+def _enabled(raw: str | None) -> bool:
+    return (raw or "").lower() == "enabled"
+
+
+# --query-gpu field -> (key in the parsed dict, conversion); the other fields keep their text.
+_FIELDS = {
+    "index": ("index", _int),
+    "pci.bus_id": ("pci_bus_id", None),
+    "memory.used": ("memory_used_mib", _mib),
+    "memory.total": ("memory_total_mib", _mib),
+    "persistence_mode": ("persistence_mode", _enabled),
+    "mig.mode.current": ("mig_mode", None),
+}
+
+
 def parse_query_gpu(text: str, fields: tuple[str, ...] = QUERY_FIELDS) -> list[dict]:
-    """``--query-gpu=FIELDS --format=csv,noheader,nounits`` -> one dict per GPU."""
+    """``--query-gpu=FIELDS --format=csv,noheader,nounits`` -> one dict per GPU, keys in FIELDS' order.
+
+    ``[N/A]``, ``[Not Supported]`` and the like become None; memory is in MiB.
+    """
     gpus = []
     for line in text.splitlines():
         if not line.strip():
             continue
         values = [_value(v) for v in line.split(",")]
         if len(values) != len(fields):
-            raise ValueError(f"nvidia-smi returned {len(values)} columns for {len(fields)} fields: {line!r}")
-        row = dict(zip(fields, values, strict=True))
-        gpus.append(
-            {
-                "index": int(row["index"]) if row.get("index") is not None else None,
-                "name": row.get("name"),
-                "uuid": row.get("uuid"),
-                "pci_bus_id": row.get("pci.bus_id"),
-                "driver_version": row.get("driver_version"),
-                "memory_total_mib": int(float(row["memory.total"])) if row.get("memory.total") else None,
-                "persistence_mode": (row.get("persistence_mode") or "").lower() == "enabled",
-                "mig_mode": row.get("mig.mode.current"),
-                "compute_cap": row.get("compute_cap"),
-            }
-        )
+            raise ValueError(
+                f"unexpected nvidia-smi line ({len(values)} columns for {len(fields)} fields): {line.strip()!r}"
+            )
+        gpu = {}
+        for field, value in zip(fields, values, strict=True):
+            key, convert = _FIELDS.get(field, (field, None))
+            gpu[key] = convert(value) if convert else value
+        gpus.append(gpu)
     return gpus
 
 

@@ -45,16 +45,16 @@ options:
     description: Write the PNG charts (needs matplotlib on the host running the module).
     type: bool
     default: true
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.files
 attributes:
   check_mode:
-    support: full
-    description: Computes the summary and reports whether files would change, writing nothing.
+    details: Computes the summary and reports whether files would change, writing nothing.
   diff_mode:
-    support: full
-    description: Shows the change to C(summary.md).
+    details: Shows the change to C(summary.md).
   idempotent:
-    support: full
-    description: Files are rewritten only when their content differs.
+    details: Files are rewritten only when their content differs.
 requirements:
   - matplotlib (on the host running the module) when I(charts=true)
 author:

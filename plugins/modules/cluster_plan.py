@@ -53,16 +53,14 @@ options:
         inventory alone; facts are not read.
     type: bool
     default: false
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
-    description: Computes only.
-  diff_mode:
-    support: none
-    description: Nothing to diff.
+    details: Computes only.
   idempotent:
-    support: full
-    description: A pure computation of the inventory and the facts.
+    details: A pure computation of the inventory and the facts.
   action:
     support: full
     description: Runs on the controller.

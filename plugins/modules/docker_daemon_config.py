@@ -35,16 +35,12 @@ options:
     description: Keep a timestamped copy of the previous file when it changes.
     type: bool
     default: false
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.files
 attributes:
-  check_mode:
-    support: full
-    description: Reports what would change without writing.
   diff_mode:
-    support: full
-    description: Shows the file before and after as sorted JSON.
-  idempotent:
-    support: full
-    description: A second run with the same settings changes nothing.
+    details: Shows the file before and after as sorted JSON.
 """
 
 EXAMPLES = r"""

@@ -61,16 +61,9 @@ options:
     description: Seconds each probe request may take.
     type: float
     default: 30
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so has no diff.
-  idempotent:
-    support: full
-    description: Reads only.
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 author:
   - inferops maintainers (@inferops)
 """
@@ -133,7 +126,7 @@ cuda_version:
   type: str
   sample: "13.0"
 gpus:
-  description: One entry per GPU with its memory in use.
+  description: One entry per GPU with its memory in use (null where nvidia-smi reports C([N/A])).
   returned: always
   type: list
   elements: dict
@@ -170,13 +163,14 @@ from ansible.module_utils.urls import open_url
 
 from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     NVIDIA_SMI_QUERY_ARGV,
+    NVIDIA_SMI_QUERY_FIELDS,
     busy_ports,
     dist_info_version,
     parse_cuda_version,
     parse_listening_ports,
-    parse_nvidia_smi_query,
     unit_absent,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._gpu import parse_query_gpu
 from ansible_collections.inferops.cluster.plugins.module_utils._readiness import (
     completion_probe,
     docker_rank_state,
@@ -281,7 +275,7 @@ def main() -> None:
         rc, out, err = module.run_command([nvidia_smi, *NVIDIA_SMI_QUERY_ARGV[1:]])
         if rc != 0:
             module.fail_json(msg=f"nvidia-smi failed (rc {rc}): {err.strip() or out.strip()}")
-        result["gpus"] = parse_nvidia_smi_query(out)
+        result["gpus"] = parse_query_gpu(out, NVIDIA_SMI_QUERY_FIELDS)
         if result["gpus"]:
             result["driver_version"] = result["gpus"][0]["driver_version"]
         rc, out, _err = module.run_command([nvidia_smi, "--version"])

@@ -37,16 +37,9 @@ options:
       - When set, the result says in RV(driver_matches) whether the running driver equals this
         version exactly. The module never fails on a mismatch; roles decide.
     type: str
-attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
-  idempotent:
-    support: full
-    description: Only reads.
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 """
 
 EXAMPLES = r"""

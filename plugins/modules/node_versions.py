@@ -26,16 +26,9 @@ options:
     description: Container image whose id is read (C(docker image inspect)).
     type: str
     default: ""
-attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
-  idempotent:
-    support: full
-    description: Only reads.
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 """
 
 EXAMPLES = r"""

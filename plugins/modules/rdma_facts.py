@@ -32,16 +32,9 @@ options:
     description: Fail when no port is ACTIVE (for nodes that must have RDMA).
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    description: Only reads; runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Changes nothing, so there is no diff.
-  idempotent:
-    support: full
-    description: Only reads.
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 """
 
 EXAMPLES = r"""

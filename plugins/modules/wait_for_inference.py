@@ -91,16 +91,12 @@ options:
   ca_path:
     description: CA bundle to verify the API's certificate with.
     type: path
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.read_only
 attributes:
   check_mode:
-    support: full
-    description: Nothing is probed in check mode; the phases are reported as skipped.
-  diff_mode:
-    support: none
-    description: Nothing is changed, so there is no diff.
-  idempotent:
-    support: full
-    description: Only reads.
+    details: Nothing is probed in check mode; the phases are reported as skipped.
 notes:
   - Collect the logs of every rank of the replica in the playbook when this fails (role
     P(inferops.cluster.inference_server#role) does, and fails naming the phase and host).

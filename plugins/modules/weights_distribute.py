@@ -73,16 +73,14 @@ options:
     description: The C(rsync) executable.
     type: str
     default: rsync
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.binary_files
 attributes:
   check_mode:
-    support: full
-    description: Lists the files that would be pulled.
-  diff_mode:
-    support: none
-    description: The changes are large binary files; the result lists them.
+    details: Lists the files that would be pulled.
   idempotent:
-    support: full
-    description: Nothing is pulled when every file is present and verified.
+    details: Nothing is pulled when every file is present and verified.
 """
 
 EXAMPLES = r"""

@@ -113,16 +113,14 @@ options:
   ca_path:
     description: PEM bundle to trust for HTTPS (source C(http)); C(hf) uses the environment (C(SSL_CERT_FILE)).
     type: path
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.binary_files
 attributes:
   check_mode:
-    support: full
-    description: Lists what would be downloaded (for C(hf) and C(http), where the file list is known beforehand).
-  diff_mode:
-    support: none
-    description: The changes are large binary files; the result lists them.
+    details: Lists what would be downloaded (for C(hf) and C(http), where the file list is known beforehand).
   idempotent:
-    support: full
-    description: Nothing is downloaded when every file is present and verified.
+    details: Nothing is downloaded when every file is present and verified.
 """
 
 EXAMPLES = r"""

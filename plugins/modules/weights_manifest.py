@@ -79,16 +79,14 @@ options:
     description: Bytes to keep free on top of what the weights need.
     type: int
     default: 0
+extends_documentation_fragment:
+  - inferops.cluster.attributes
+  - inferops.cluster.attributes.binary_files
 attributes:
   check_mode:
-    support: full
-    description: Reports what would be moved or written; changes nothing.
-  diff_mode:
-    support: none
-    description: The changes are to large binary files; the result lists them instead.
+    details: Reports what would be moved or written; changes nothing.
   idempotent:
-    support: full
-    description: A verified directory with its marker is left unchanged.
+    details: A verified directory with its marker is left unchanged.
 """
 
 EXAMPLES = r"""

@@ -1,5 +1,5 @@
-"""Running the collection's playbooks from the integration tests: the virtualenv's ansible-playbook with the
-repository's ansible.cfg, and the PLAY RECAP read back."""
+"""Running the collection's playbooks from the tests: the virtualenv's ansible-playbook (or another
+of its tools) with the repository's ansible.cfg, and the PLAY RECAP read back."""
 
 from __future__ import annotations
 
@@ -7,24 +7,33 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+BIN = Path(sys.executable).parent
+ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
 
 
-def ansible_playbook(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess[str]:
-    """ansible-playbook ARGS in the repository root, output captured, never raising on a failed run."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+def ansible(
+    *argv: str, timeout: float | None = 1800, venv_path: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """ARGV (ansible-playbook, ansible-vault, ...) in the repository root, output captured, never raising on a
+    failed run. venv_path puts the virtualenv's bin first on PATH; env adds or overrides variables."""
+    run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    if venv_path:
+        run_env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
+    run_env.update(env or {})
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+        list(argv), cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def ansible_playbook(
+    *args: str, timeout: float | None = 1800, venv_path: bool = False, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook ARGS, as ansible() runs it."""
+    return ansible(str(ANSIBLE_PLAYBOOK), *args, timeout=timeout, venv_path=venv_path, env=env)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from playbook_run import ansible
 
 pytestmark = [pytest.mark.lab, pytest.mark.long]
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LAB = f"inferops-d8t{os.getpid() % 1000}"
 NODES = [f"{LAB}-1", f"{LAB}-2"]
@@ -43,13 +43,7 @@ API_PORT, MASTER_PORT, ROUTER_PORT = 8000, 29500, 30000
 
 
 def run(*argv: str, timeout: int = 900, check: bool = False) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = ansible(*argv, timeout=timeout, venv_path=True)
     if check:
         assert proc.returncode == 0, f"{' '.join(argv)} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     return proc

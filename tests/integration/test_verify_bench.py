@@ -25,23 +25,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from playbook_run import ansible
 
 pytestmark = [pytest.mark.lab, pytest.mark.long]
 
-ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 LAB = f"inferops-vb{os.getpid() % 1000}"
 NODES = [f"{LAB}-1", f"{LAB}-2"]
 
 
 def run(*argv: str, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return ansible(*argv, timeout=timeout, venv_path=True)
 
 
 def playbook(name: str, inv: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from playbook_run import ansible_playbook
+
 IMAGE = os.environ.get("LAB_IMAGE", "inferops-lab:bookworm")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -237,24 +238,9 @@ def plan_vars(model_path: str, tp: int = 1) -> dict:
 
 def playbook(inventory: Path, *extra: str, playbook_path: str = "playbooks/weights.yml", env: dict | None = None):
     """Run a playbook with the json callback; return (rc, parsed result or None, raw stdout)."""
-    venv_bin = Path(sys.executable).parent
-    e = dict(os.environ)
-    e.update(
-        {
-            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
-            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
-            "PATH": f"{venv_bin}:{e.get('PATH', '')}",
-        }
-    )
-    e.update(env or {})
-    proc = subprocess.run(
-        [str(venv_bin / "ansible-playbook"), "-i", str(inventory), playbook_path, *extra],
-        cwd=ROOT,
-        env=e,
-        text=True,
-        capture_output=True,
-        check=False,
+    json_callback = {"ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+    proc = ansible_playbook(
+        "-i", str(inventory), playbook_path, *extra, timeout=None, venv_path=True, env={**json_callback, **(env or {})}
     )
     try:
         start = proc.stdout.index("{")

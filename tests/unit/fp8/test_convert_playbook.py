@@ -5,7 +5,6 @@ does nothing when conversion is off, and refuses bad paths before touching the h
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -15,8 +14,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from ansible_collections.inferops.cluster.tests.integration.playbook_run import ANSIBLE_PLAYBOOK, ansible_playbook
+
 ROOT = Path(__file__).resolve().parents[3]
-PLAYBOOK_BIN = Path(sys.executable).parent / "ansible-playbook"
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def model(tmp_path):
 
 
 def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-    if not PLAYBOOK_BIN.exists():
+    if not ANSIBLE_PLAYBOOK.exists():
         pytest.fail(f"no ansible-playbook beside {sys.executable}: run the tests with the venv (make unit)")
     seen = tmp_path / "seen.txt"
     wrapper = tmp_path / "site.yml"
@@ -82,15 +82,7 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
         "ansible_become": False,  # tests run as the owner of every path; no sudo here
         **extra,
     }
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    res = subprocess.run(
-        [str(PLAYBOOK_BIN), "-i", str(inventory), str(wrapper), "-e", json.dumps(evars)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = ansible_playbook("-i", str(inventory), str(wrapper), "-e", json.dumps(evars), timeout=None)
     m = re.search(r"node1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", res.stdout)
     recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()), strict=True)) if m else {}
     recap["seen"] = seen.read_text() if seen.exists() else None
@@ -146,7 +138,7 @@ def test_output_inside_input_fails_before_changing_the_host(tmp_path, model):
 
 def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     """The argv the role builds for runtime docker (rendered by the role itself, not run here)."""
-    if not PLAYBOOK_BIN.exists():
+    if not ANSIBLE_PLAYBOOK.exists():
         pytest.fail(f"no ansible-playbook beside {sys.executable}: run the tests with the venv (make unit)")
     argv_file = tmp_path / "argv.json"
     wrapper = tmp_path / "render.yml"
@@ -183,15 +175,7 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
         mode: "0644"
 """
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    res = subprocess.run(
-        [str(PLAYBOOK_BIN), "-i", str(inventory), str(wrapper)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    res = ansible_playbook("-i", str(inventory), str(wrapper), timeout=None)
     assert res.returncode == 0, res.stdout[-3000:]
     argv = json.loads(argv_file.read_text())
     out = f"{model}-bf16"

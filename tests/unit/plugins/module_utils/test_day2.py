@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
+    NVIDIA_SMI_QUERY_FIELDS,
     busy_ports,
     dist_info_version,
     inflight_requests,
     parse_cuda_version,
     parse_listening_ports,
-    parse_nvidia_smi_query,
     parse_prometheus,
     replica_summary,
     router_membership,
@@ -22,6 +22,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._day2 import (
     skew_errors,
     unit_absent,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._gpu import parse_query_gpu
 
 FIXTURES = Path(__file__).parent / "fixtures" / "day2"
 SKEW_CASES = yaml.safe_load((FIXTURES / "skew.yml").read_text())
@@ -37,7 +38,7 @@ def test_skew_errors(case):
 
 
 def test_nvidia_smi_query_busy_h100():
-    gpus = parse_nvidia_smi_query((FIXTURES / "nvidia_smi_query_h100_busy.csv").read_text())
+    gpus = parse_query_gpu((FIXTURES / "nvidia_smi_query_h100_busy.csv").read_text(), NVIDIA_SMI_QUERY_FIELDS)
     assert gpus == [
         {
             "index": 0,
@@ -48,13 +49,13 @@ def test_nvidia_smi_query_busy_h100():
             "memory_total_mib": 81559,
         }
     ]
-    idle = parse_nvidia_smi_query((FIXTURES / "nvidia_smi_query_h100_idle.csv").read_text())
+    idle = parse_query_gpu((FIXTURES / "nvidia_smi_query_h100_idle.csv").read_text(), NVIDIA_SMI_QUERY_FIELDS)
     assert idle[0]["memory_used_mib"] == 0
 
 
 def test_nvidia_smi_query_rejects_other_columns():
     with pytest.raises(ValueError, match="unexpected nvidia-smi line"):
-        parse_nvidia_smi_query("0, 0 MiB, 81559 MiB\n")
+        parse_query_gpu("0, 0 MiB, 81559 MiB\n", NVIDIA_SMI_QUERY_FIELDS)
 
 
 def test_cuda_version_from_real_outputs():
@@ -169,7 +170,7 @@ def test_replica_summary_unreachable_node():
 def test_node_status_and_table():
     from ansible_collections.inferops.cluster.plugins.module_utils._day2 import node_status, status_table
 
-    gpus = parse_nvidia_smi_query((FIXTURES / "nvidia_smi_query_h100_busy.csv").read_text())
+    gpus = parse_query_gpu((FIXTURES / "nvidia_smi_query_h100_busy.csv").read_text(), NVIDIA_SMI_QUERY_FIELDS)
     n1 = {
         "running": True,
         "state": "active/running",

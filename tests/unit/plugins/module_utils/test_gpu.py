@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.inferops.cluster.plugins.module_utils import _gpu
+from ansible_collections.inferops.cluster.plugins.module_utils._day2 import NVIDIA_SMI_QUERY_FIELDS
 
 H100 = Path(__file__).resolve().parents[2] / "fixtures" / "gpu" / "h100"
 
@@ -34,6 +35,51 @@ def test_query_gpu_h100():
 def test_query_gpu_column_mismatch_is_an_error():
     with pytest.raises(ValueError, match="columns"):
         _gpu.parse_query_gpu("0, NVIDIA H100 80GB HBM3\n")
+
+
+# The H100 capture with the values nvidia-smi prints for fields a GPU or driver does not report
+# (MIG mode on boards without MIG, memory in use under some vGPU/MIG set-ups, persistence mode on WDDM).
+NA_LINES = [
+    "0, NVIDIA H100 80GB HBM3, GPU-9ce0f33b-aa0d-cadd-c10d-2c37d48750fe, 00000000:00:06.0, 580.159.04, 81559, "
+    "[Not Supported], [N/A], 9.0",
+    "1, NVIDIA H100 80GB HBM3, GPU-4098c108-fd69-8d43-91b5-d5328ee0e980, 00000000:00:07.0, 580.159.04, [N/A], "
+    "Enabled, Disabled, [Not Supported]",
+]
+
+
+def test_query_gpu_not_available_values_are_none():
+    gpus = _gpu.parse_query_gpu("\n".join(NA_LINES) + "\n")
+    assert [(g["persistence_mode"], g["mig_mode"], g["compute_cap"]) for g in gpus] == [
+        (False, None, "9.0"),
+        (True, "Disabled", None),
+    ]
+    assert [g["memory_total_mib"] for g in gpus] == [81559, None]
+
+
+def test_query_gpu_engine_info_fields_with_not_available_memory():
+    """engine_info's query: its former parser raised on `[N/A]` memory."""
+    text = (
+        "0, NVIDIA H100 80GB HBM3, GPU-4098c108-fd69-8d43-91b5-d5328ee0e980, 580.159.04, [N/A], 81559\n"
+        "1, NVIDIA H100 80GB HBM3, GPU-9ce0f33b-aa0d-cadd-c10d-2c37d48750fe, 580.159.04, [Not Supported], [N/A]\n"
+    )
+    assert _gpu.parse_query_gpu(text, NVIDIA_SMI_QUERY_FIELDS) == [
+        {
+            "index": 0,
+            "name": "NVIDIA H100 80GB HBM3",
+            "uuid": "GPU-4098c108-fd69-8d43-91b5-d5328ee0e980",
+            "driver_version": "580.159.04",
+            "memory_used_mib": None,
+            "memory_total_mib": 81559,
+        },
+        {
+            "index": 1,
+            "name": "NVIDIA H100 80GB HBM3",
+            "uuid": "GPU-9ce0f33b-aa0d-cadd-c10d-2c37d48750fe",
+            "driver_version": "580.159.04",
+            "memory_used_mib": None,
+            "memory_total_mib": None,
+        },
+    ]
 
 
 def test_smi_q_h100():
