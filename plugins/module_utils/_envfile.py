@@ -30,12 +30,22 @@ def secret_values(names: Iterable[str], secrets: Mapping[str, object] | None, ap
     return {name: str(secrets.get(name, api_key or "")) for name in names}
 
 
-def _variable(name: str, secrets: Mapping[str, object] | None) -> str:
+def _variable(name: str, secrets: Mapping[str, object] | None, variables: Mapping[str, str] | None) -> str:
+    if variables and name in variables:
+        return variables[name]
     return f"inference_server_secrets['{name}']" if name in (secrets or {}) else API_KEY_VARIABLE
 
 
-def env_file_problems(values: Mapping[str, str], secrets: Mapping[str, object] | None = None) -> dict[str, str]:
-    """What keeps a value out of the file, per name; the message names the variable, never the value."""
+def env_file_problems(
+    values: Mapping[str, str],
+    secrets: Mapping[str, object] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What keeps a value out of the file, per name; the message names the variable, never the value.
+
+    The variable named: ``variables[name]``, else ``inference_server_secrets['NAME']`` for a name in ``secrets``,
+    else inferops_api_key.
+    """
     problems = {}
     for name, value in values.items():
         if not ENV_NAME.fullmatch(name):
@@ -44,7 +54,7 @@ def env_file_problems(values: Mapping[str, str], secrets: Mapping[str, object] |
         found = sorted({what for char, what in _UNWRITABLE.items() if char in str(value)})
         if found:
             problems[name] = (
-                f"{_variable(name, secrets)} (the engine's {name}) contains {' and '.join(found)}; the secrets "
+                f"{_variable(name, secrets, variables)} (as {name}) contains {' and '.join(found)}; the secrets "
                 "file holds one line per variable and cannot carry it: choose a value without line breaks or NUL"
             )
     return problems

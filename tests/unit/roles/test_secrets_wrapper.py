@@ -3,6 +3,7 @@ placeholders of argv, so the engine gets each secret byte for byte (vars/main.ym
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,3 +43,19 @@ def test_engine_gets_the_key_unchanged(engine_env: str, tmp_path: Path) -> None:
     ]
     out = subprocess.run(argv, capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"})
     assert out.stdout.split(b"\0")[:-1] == [b"--api-key", KEY.encode(), KEY.encode(), b"hf_$a b"]
+
+
+BENCH_VARS = yaml.safe_load((ROOT / "roles" / "benchmark" / "vars" / "main.yml").read_text())
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no POSIX shell")
+def test_benchmark_tool_gets_the_key_from_the_file_not_argv(tmp_path: Path) -> None:
+    """roles/benchmark: the wrapper sources the 0600 key file; argv holds only the file's path."""
+    script = re.search(r"\['/bin/sh', '-c', '([^']+)'", BENCH_VARS["_benchmark_wrapper"]).group(1)
+    key_file = tmp_path / ".api-key.env"
+    key_file.write_text(env_file({"OPENAI_API_KEY": KEY}))
+    tool = ["sh", "-c", 'printf %s "$OPENAI_API_KEY"']
+    argv = ["/bin/sh", "-c", script, "inferops-bench", str(key_file), *tool]
+    out = subprocess.run(argv, capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"})
+    assert out.stdout == KEY.encode()
+    assert KEY not in " ".join(argv)

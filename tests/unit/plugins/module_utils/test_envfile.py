@@ -69,7 +69,7 @@ def test_sh_reads_back_the_value(case: str, value: str, want: str, tmp_path: Pat
 def test_line_breaks_and_nul_are_refused_naming_the_variable_not_the_value(value: str, what: str) -> None:
     problems = env_file_problems({"VLLM_API_KEY": value})
     assert list(problems) == ["VLLM_API_KEY"]
-    assert problems["VLLM_API_KEY"].startswith("inferops_api_key (the engine's VLLM_API_KEY) contains ")
+    assert problems["VLLM_API_KEY"].startswith("inferops_api_key (as VLLM_API_KEY) contains ")
     assert what in problems["VLLM_API_KEY"]
     assert value not in problems["VLLM_API_KEY"]
     with pytest.raises(ValueError, match="inferops_api_key") as info:
@@ -81,7 +81,7 @@ def test_other_secrets_are_named_by_their_variable() -> None:
     secrets = {"HF_TOKEN": "hf_\nx"}
     problems = env_file_problems(secret_values(["HF_TOKEN", "VLLM_API_KEY"], secrets, "key"), secrets)
     assert list(problems) == ["HF_TOKEN"]
-    assert problems["HF_TOKEN"].startswith("inference_server_secrets['HF_TOKEN'] (the engine's HF_TOKEN) contains")
+    assert problems["HF_TOKEN"].startswith("inference_server_secrets['HF_TOKEN'] (as HF_TOKEN) contains")
 
 
 def test_secret_values_default_to_the_api_key() -> None:
@@ -90,3 +90,8 @@ def test_secret_values_default_to_the_api_key() -> None:
         "HF_TOKEN": "hf",
     }
     assert secret_values(["INFEROPS_API_KEY"], None, None) == {"INFEROPS_API_KEY": ""}
+
+
+def test_a_caller_names_its_own_variable() -> None:
+    problems = env_file_problems({"OPENAI_API_KEY": "k\x00"}, variables={"OPENAI_API_KEY": "benchmark_api_key"})
+    assert problems["OPENAI_API_KEY"].startswith("benchmark_api_key (as OPENAI_API_KEY) contains a NUL character")
