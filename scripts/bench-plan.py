@@ -38,7 +38,12 @@ def generate(directory: Path, nodes: int, gpus: int, replica_size: int, facts_mo
         hosts[f"node{i:04d}"]["inferops_replica"] = f"r{i // replica_size:03d}"
     inventory = directory / "inventory"
     (inventory / "group_vars").mkdir(parents=True)
-    common = {"inferops_engine": "vllm", "inferops_device": "cuda", "inferops_model_path": "/models/DeepSeek-R1"}
+    common = {
+        "inferops_engine": "vllm",
+        "inferops_device": "cuda",
+        "inferops_model_path": "/models/DeepSeek-R1",
+        "inferops_api_key": "bench-only-not-a-secret",
+    }
     (inventory / "group_vars" / "inferops_nodes.json").write_text(json.dumps(common))
     (inventory / "hosts.json").write_text(json.dumps({"all": {"children": {"inferops_nodes": {"hosts": hosts}}}}))
     facts_dir = directory / "facts"

@@ -1,8 +1,10 @@
 # Copyright: inferops.cluster contributors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters of the serving role over module_utils._converge: the install record, leftovers, why a replica restarts."""
+"""Filters of the serving role: the install record, leftovers, why a replica restarts (_converge), the secrets file."""
 
 from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
 
 from ansible_collections.inferops.cluster.plugins.module_utils._converge import (
     container_probes,
@@ -14,6 +16,18 @@ from ansible_collections.inferops.cluster.plugins.module_utils._converge import 
     unit_probes,
     wanted_record,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._envfile import (
+    env_file,
+    env_file_problems,
+    secret_values,
+)
+
+
+def _env_file(values):
+    try:
+        return env_file(values)
+    except ValueError as exc:  # the message names variables only, never a value
+        raise AnsibleFilterError(str(exc)) from None
 
 
 def _rank_reasons(_value, **kwargs):
@@ -37,5 +51,8 @@ class FilterModule:
             "serving_container_probes": container_probes,
             "serving_inactive_units": inactive_units,
             "serving_rank_reasons": _rank_reasons,
+            "serving_secret_values": secret_values,
+            "serving_env_file_problems": env_file_problems,
+            "serving_env_file": _env_file,
             "serving_replica_line": _replica_line,
         }

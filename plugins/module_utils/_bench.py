@@ -248,15 +248,18 @@ def redact_env(env: dict[str, Any]) -> dict[str, str]:
     return {k: (REDACTED if _SECRET.search(k) else str(v)) for k, v in sorted(env.items())}
 
 
-def run_record(result: dict[str, Any]) -> dict[str, Any]:
-    """What run.json keeps of one looped command result: case, argv (redacted), rc, times, error tail."""
+def run_record(result: dict[str, Any], wrapper: int = 0) -> dict[str, Any]:
+    """What run.json keeps of one looped command result: case, argv (redacted), rc, times, error tail.
+
+    ``wrapper``: how many leading words of the command are the wrapper that reads the API key (not the tool's argv).
+    """
     case = dict(result.get("item") or {})
     record = {
         "input_len": case.get("input_len"),
         "output_len": case.get("output_len"),
         "concurrency": case.get("concurrency"),
         "num_prompts": case.get("num_prompts"),
-        "argv": redact_argv(result.get("cmd") or []),
+        "argv": redact_argv((result.get("cmd") or [])[wrapper:]),
         "rc": result.get("rc"),
         "start": result.get("start"),
         "end": result.get("end"),

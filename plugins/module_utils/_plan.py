@@ -33,7 +33,9 @@ from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
 DEVICES = ("cuda", "cpu")
-DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, "router": 30000}
+DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, "ray_dashboard": 8265, "router": 30000}
+# The Ray dashboard accepts job submissions without authentication: the head's loopback unless asked.
+DEFAULT_RAY_DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
 SECRET_ENV_VLLM = "VLLM_API_KEY"
 SECRET_ENV_GENERIC = "INFEROPS_API_KEY"
@@ -53,6 +55,7 @@ _PLAIN_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
 # action adds the facts inferops_gpu / inferops_rdma (under ansible_facts), inferops_api_key as a bool (set or
 # not) and inferops_api_key_digest (sha256 hex of the key, "" when unset); the key itself never reaches the plan.
 PLAN_VARIABLES = (
+    "inferops_api_open",
     "ansible_host",
     "ansible_port",
     "inferops_address",
@@ -78,6 +81,8 @@ PLAN_VARIABLES = (
     "inferops_dist_init_port",
     "inferops_master_port",
     "inferops_ray_port",
+    "inferops_ray_dashboard_host",
+    "inferops_ray_dashboard_port",
     "inferops_router_port",
     "inferops_router_host",
     "inferops_docker_bridge_networks",
@@ -166,12 +171,14 @@ class NodeSpec:
     pinned_head: bool
     ports: dict[str, int]
     api_host: str
+    ray_dashboard_host: str
     engine_args: dict[str, Any]
     extra_env: dict[str, str]
     nccl_overrides: dict[str, str]
     rdma: dict[str, Any] | None
     socket_ifname: str | None
     api_key_set: bool
+    api_open: bool
     docker_bridges: tuple[str, ...]
     router_host: str | None
     # sha256 hex of inferops_api_key (computed by the action); compared between replicas, never in the plan
@@ -350,7 +357,7 @@ def _replica(host: str, hv: Mapping[str, Any]) -> str:
 
 
 def _ports(host: str, hv: Mapping[str, Any]) -> dict[str, int]:
-    """The five service ports; none may be SSH's (22 or ansible_port): the firewall would cut the controller off."""
+    """The service ports; none may be SSH's (22 or ansible_port): the firewall would cut the controller off."""
     ssh = {SSH_PORT: "SSH's port"}
     if hv.get("ansible_port") not in (None, ""):
         ssh[_port(host, "ansible_port", hv["ansible_port"])] = "this host's ansible_port (SSH)"
@@ -367,11 +374,15 @@ def _ports(host: str, hv: Mapping[str, Any]) -> dict[str, int]:
     return ports
 
 
+def _one_word(host: str, variable: str, value: Any) -> str:
+    text = _text(host, variable, value)
+    if any(ch.isspace() for ch in text):
+        raise PlanError(host, variable, f"{text!r} contains whitespace; give one address or name")
+    return text
+
+
 def _address(host: str, hv: Mapping[str, Any]) -> str:
-    address = _text(host, "inferops_address", hv.get("inferops_address") or hv.get("ansible_host") or host)
-    if any(ch.isspace() for ch in address):
-        raise PlanError(host, "inferops_address", f"{address!r} contains whitespace; give one address or name")
-    return address
+    return _one_word(host, "inferops_address", hv.get("inferops_address") or hv.get("ansible_host") or host)
 
 
 def _bridges(host: str, value: Any) -> tuple[str, ...]:
@@ -469,12 +480,16 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
         pinned_head=_bool(host, "inferops_head", hv.get("inferops_head", False)),
         ports=ports,
         api_host=_text(host, "inferops_api_host", hv.get("inferops_api_host", "0.0.0.0")),
+        ray_dashboard_host=_one_word(
+            host, "inferops_ray_dashboard_host", hv.get("inferops_ray_dashboard_host") or DEFAULT_RAY_DASHBOARD_HOST
+        ),
         engine_args=engine_args,
         extra_env=extra_env,
         nccl_overrides=nccl_overrides,
         rdma=rdma,
         socket_ifname=str(socket_ifname) if socket_ifname else None,
         api_key_set=bool(hv.get("inferops_api_key")),
+        api_open=_bool(host, "inferops_api_open", hv.get("inferops_api_open", False)),
         docker_bridges=_bridges(host, hv.get("inferops_docker_bridge_networks", DEFAULT_DOCKER_BRIDGES)),
         router_host=_text(host, "inferops_router_host", router_host) if router_host else None,
         api_key_digest=_api_key_digest(host, hv.get("inferops_api_key_digest")),
@@ -573,6 +588,30 @@ def _check_routers(replicas: Mapping[str, list[NodeSpec]]) -> None:
                     f"replicas {first_name} and {name} behind router {router} use different API keys; "
                     "the router and its clients send one key: give them the same inferops_api_key",
                 )
+
+
+def _check_api_keys(replicas: Mapping[str, list[NodeSpec]]) -> None:
+    """Closed by default: a node without inferops_api_key is refused unless inferops_api_open says so."""
+    for name in sorted(replicas, key=natural_key):
+        for node in replicas[name]:
+            if not node.api_key_set and not node.api_open:
+                raise PlanError(
+                    node.host,
+                    "inferops_api_key",
+                    "is not set: the engine would serve its API to anyone who can reach it; set a vaulted "
+                    "inferops_api_key (ansible-vault encrypt_string), or inferops_api_open: true to serve it "
+                    "without a key on purpose",
+                )
+
+
+def _api_warnings(node: NodeSpec, serves_api: bool) -> list[str]:
+    """Printed by every run (plan table, serving role's preflight) while the API is open on purpose."""
+    if node.api_key_set or not serves_api:
+        return []
+    return [
+        f"API open without a key (inferops_api_open: true): anyone who can reach port {node.ports['api']} "
+        "may use the engine; set a vaulted inferops_api_key to close it"
+    ]
 
 
 _SAME_IN_REPLICA = (
@@ -801,7 +840,13 @@ def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: di
 def _ray_argv(node: NodeSpec, rank: int, head: NodeSpec) -> list[str]:
     argv = ["ray", "start", "--block", f"--node-ip-address={node.address}"]
     if rank == 0:
-        return [*argv, "--head", f"--port={node.ports['ray']}", "--dashboard-host=0.0.0.0"]
+        return [
+            *argv,
+            "--head",
+            f"--port={node.ports['ray']}",
+            f"--dashboard-host={node.ray_dashboard_host}",
+            f"--dashboard-port={node.ports['ray_dashboard']}",
+        ]
     return [*argv, f"--address={_host_port(head.address, head.ports['ray'])}"]
 
 
@@ -817,6 +862,7 @@ def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> d
         used["master"] = node.ports["master"]
     if node.engine == "vllm" and node.mode == "ray" and rank == 0:
         used["ray"] = node.ports["ray"]
+        used["ray_dashboard"] = node.ports["ray_dashboard"]
     if hosts_router:
         used["router"] = node.ports["router"]
     return used
@@ -827,6 +873,7 @@ _PORT_VARIABLES = {
     "dist_init": "inferops_dist_init_port",
     "master": "inferops_master_port",
     "ray": "inferops_ray_port",
+    "ray_dashboard": "inferops_ray_dashboard_port",
     "router": "inferops_router_port",
 }
 
@@ -925,6 +972,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                     "dist_init": node.ports["dist_init"] if node.engine == "sglang" else None,
                     "master": node.ports["master"] if node.engine == "vllm" and node.mode == "native" else None,
                     "ray": node.ports["ray"] if node.mode == "ray" else None,
+                    "ray_dashboard": node.ports["ray_dashboard"] if node.mode == "ray" else None,
                 },
                 "listens": used,
                 "argv": argv,
@@ -939,7 +987,10 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                 "served_model_name": node.served_model_name,
             }
             plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
-            plan_hosts[node.host]["warnings"] = spec_warnings(hostvars[node.host], plan_hosts[node.host])
+            plan_hosts[node.host]["warnings"] = [
+                *spec_warnings(hostvars[node.host], plan_hosts[node.host]),
+                *_api_warnings(node, plan_hosts[node.host]["serves_api"]),
+            ]
         plan_replicas[name] = {
             "head": head.host,
             "head_address": head.address,
@@ -952,6 +1003,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
             "served_model_name": head.served_model_name,
         }
     _check_routers(ranked)
+    _check_api_keys(ranked)
     return {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
 
 

@@ -1,6 +1,7 @@
 """playbooks/plan.yml for real: every example inventory, the JSON it writes, and bad inventories.
 
-The example hosts do not exist: the plan must be made without contacting any of them.
+The example hosts do not exist: the plan must be made without contacting any of them. Their API keys are vaulted
+with the test vault password tests/vault-password.txt.
 """
 
 from __future__ import annotations
@@ -16,10 +17,19 @@ from playbook_run import ansible_playbook, recap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(p.name for p in (ROOT / "inventories" / "examples").iterdir() if p.is_dir())
+VAULT_PASSWORD = ROOT / "tests" / "vault-password.txt"  # a test value; the examples' keys are test values too
 
 
 def run_plan(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return ansible_playbook(str(ROOT / "playbooks" / "plan.yml"), "-i", str(inventory), *extra, timeout=300)
+    return ansible_playbook(
+        str(ROOT / "playbooks" / "plan.yml"),
+        "-i",
+        str(inventory),
+        "--vault-password-file",
+        str(VAULT_PASSWORD),
+        *extra,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
@@ -40,6 +50,8 @@ def test_plan_of_each_example(example: str, tmp_path: Path) -> None:
     for host, node in plan["hosts"].items():
         assert re.search(rf"^\s*{node['replica']}\s+{re.escape(host)}\s+{node['node_rank']}\s", first.stdout, re.M)
     assert all(r["unreachable"] == 0 and r["failed"] == 0 for r in recap(first.stdout).values())
+    assert "example-only-key" not in first.stdout + out.read_text()  # the vaulted key is in neither
+    assert all(node["secret_env"] for node in plan["hosts"].values() if node["serves_api"])
     second = run_plan(inventory, "-e", f"plan_output={out}")
     assert second.returncode == 0
     assert all(r["changed"] == 0 for r in recap(second.stdout).values()), second.stdout
@@ -79,6 +91,12 @@ BAD = [
         {"inferops_engine": "tensorrt"},
         "host n1: inferops_engine: unknown engine 'tensorrt'",
     ),
+    (
+        "no-api-key",
+        {"n1": {"ansible_host": "10.9.0.1"}},
+        {"inferops_api_key": ""},
+        "host n1: inferops_api_key: is not set: the engine would serve its API to anyone who can reach it",
+    ),
 ]
 
 
@@ -87,7 +105,13 @@ def test_bad_inventory_fails_naming_host_and_variable(name, hosts, group_vars, m
     inv = tmp_path / name
     (inv / "group_vars").mkdir(parents=True)
     (inv / "hosts.yml").write_text(yaml.safe_dump({"all": {"children": {"inferops_nodes": {"hosts": hosts}}}}))
-    common = {"inferops_engine": "vllm", "inferops_gpus_per_node": 8, "inferops_model_path": "/m", **group_vars}
+    common = {
+        "inferops_engine": "vllm",
+        "inferops_gpus_per_node": 8,
+        "inferops_model_path": "/m",
+        "inferops_api_key": "test-only-not-a-secret",
+        **group_vars,
+    }
     (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump(common))
     result = run_plan(inv, "-e", f"plan_output={tmp_path / 'plan.json'}")
     assert result.returncode != 0

@@ -155,7 +155,7 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     inv = inventory(
         tmp_path / "inv",
         {"cpu1": {"ansible_host": address}, "cpu2": {"ansible_host": "192.0.2.10"}},
-        {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny"},
+        {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny", "inferops_api_open": True},
     )
     out = tmp_path / "plan.json"
     run = ansible_playbook("site.yml", "-i", str(inv), "-e", f"plan_output={out}", "--tags", "plan", timeout=300)
@@ -199,7 +199,7 @@ def test_a_one_node_replica_reads_no_route(tmp_path: Path) -> None:
     inv = inventory(
         tmp_path / "inv",
         {"cpu1": {"ansible_host": address}},
-        {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny"},
+        {**LOCAL, "inferops_device": "cpu", "inferops_model_path": "/models/tiny", "inferops_api_open": True},
     )
     out = tmp_path / "plan.json"
     run = ansible_playbook("playbooks/preflight.yml", "-i", str(inv), "-e", f"plan_output={out}", timeout=300)

@@ -233,6 +233,7 @@ def plan_vars(model_path: str, tp: int = 1) -> dict:
         "inferops_gpus_per_node": 1,
         "inferops_model_path": model_path,
         "inferops_served_model_name": "tiny",
+        "inferops_api_key": "weights-lab-key-not-a-secret",  # the plan refuses a node without one
     }
 
 

@@ -50,7 +50,7 @@ def real() -> dict[str, Any]:
 
 
 def argv_of(engine: str, engine_args: dict[str, Any]) -> list[str]:
-    hv = {"ansible_host": "10.0.0.1", "inferops_engine": engine, "inferops_gpus_per_node": 1}
+    hv = {"ansible_host": "10.0.0.1", "inferops_engine": engine, "inferops_gpus_per_node": 1, "inferops_api_open": True}
     plan = build_plan({"n1": {**hv, "inferops_model_path": "/m", "inferops_engine_args": engine_args}})
     return plan["hosts"]["n1"]["argv"]
 

@@ -70,6 +70,7 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
         "ansible_host": "127.0.0.1",  # the plan step asks the node for its route to the head
         "ansible_python_interpreter": sys.executable,
         "inferops_model_path": str(model),
+        "inferops_api_open": True,  # no key: the API open on purpose
     }
     inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
     evars = {
@@ -152,6 +153,7 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
         "inferops_runtime": "docker",
         "inferops_engine_image": "vllm/vllm-openai:v0.11.0",
         "inferops_gpus_per_node": 1,
+        "inferops_api_open": True,
     }
     inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
     wrapper.write_text(

@@ -21,6 +21,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._bench import (
     parse_case_name,
     range_flags,
     redact_env,
+    run_record,
     summarize,
     to_csv,
     to_markdown,
@@ -223,3 +224,10 @@ def test_warmup_requests_go_through_the_tools_own_flag(tool, flag):
     assert _flag(bench_argv(case, tool, command=["x"], **COMMON), flag) == "0"
     with pytest.raises(Exception, match="warmups"):
         bench_argv(case, tool, command=["x"], warmups=-1, **COMMON)
+
+
+def test_run_record_keeps_the_tools_argv_without_the_key_wrapper() -> None:
+    wrapper = ["/bin/sh", "-c", 'set -a; . "$1"; set +a; shift; exec "$@"', "inferops-bench", "/tmp/r/.api-key.env"]
+    result = {"item": {"name": "c1"}, "cmd": [*wrapper, "vllm", "bench", "serve", "--model", "m"], "rc": 0}
+    assert run_record(result, len(wrapper))["argv"] == ["vllm", "bench", "serve", "--model", "m"]
+    assert run_record(result)["argv"][0] == "/bin/sh"  # no wrapper: the whole command

@@ -62,7 +62,12 @@ def test_valid_topologies(case: dict[str, Any]) -> None:
     [({}, 1), ({"enable_metrics": True}, 1), ({"enable-metrics": "yes"}, 1), ({"enable-metrics": False}, 0)],
 )
 def test_sglang_metrics_on_unless_turned_off(engine_args: dict[str, Any], count: int) -> None:
-    common = {"inferops_engine": "sglang", "inferops_gpus_per_node": 1, "inferops_model_path": "/m"}
+    common = {
+        "inferops_engine": "sglang",
+        "inferops_gpus_per_node": 1,
+        "inferops_model_path": "/m",
+        "inferops_api_key": True,
+    }
     plan = build_plan({"s1": {**common, "ansible_host": "10.9.0.1", "inferops_engine_args": engine_args}})
     assert plan["hosts"]["s1"]["argv"].count("--enable-metrics") == count
 
@@ -116,7 +121,13 @@ def test_table_shows_every_host_and_its_command() -> None:
 
 
 def test_loopback_allowed_for_a_lone_single_node_replica() -> None:
-    plan = build_plan({"solo": {"ansible_host": "127.0.0.1", "inferops_gpus_per_node": 1, "inferops_model_path": "/m"}})
+    solo = {
+        "ansible_host": "127.0.0.1",
+        "inferops_gpus_per_node": 1,
+        "inferops_model_path": "/m",
+        "inferops_api_key": True,
+    }
+    plan = build_plan({"solo": solo})
     assert plan["hosts"]["solo"]["api_url"] == "http://127.0.0.1:8000"
 
 
@@ -146,6 +157,7 @@ def test_derived_nccl_env_from_rdma_facts_excludes_the_socket_hca() -> None:
                 "inferops_gpus_per_node": 8,
                 "inferops_model_path": "/m",
                 "inferops_rdma": rdma,
+                "inferops_api_key": True,
             },
         }
     )

@@ -37,6 +37,7 @@ def base(**extra: Any) -> dict[str, dict[str, Any]]:
         "inferops_gpus_per_node": 8,
         "inferops_model_path": "/models/r1",
         "inferops_engine_image": "vllm/vllm-openai:v0.11.0",
+        "inferops_api_key": True,  # as the action passes it: set or not
         **extra,
     }
     return {"n1": {**common, "ansible_host": "10.0.0.1"}, "n2": {**common, "ansible_host": "10.0.0.2"}}
