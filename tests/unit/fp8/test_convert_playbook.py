@@ -5,7 +5,6 @@ does nothing when conversion is off, and refuses bad paths before touching the h
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ansible_collections.inferops.cluster.tests.integration.playbook_run import ANSIBLE_PLAYBOOK, ansible_playbook
+from ansible_collections.inferops.cluster.tests.integration.playbook_run import (
+    ANSIBLE_PLAYBOOK,
+    ansible_playbook,
+    recap,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -38,6 +41,19 @@ def model(tmp_path):
     (src / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     (src / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "fp8"}, "x": 1}))
     return src
+
+
+def write_inventory(path: Path, model: Path, **extra) -> None:
+    """One local node serving MODEL; no key: the API open on purpose."""
+    host = {
+        "ansible_connection": "local",
+        "ansible_host": "127.0.0.1",
+        "ansible_python_interpreter": sys.executable,
+        "inferops_model_path": str(model),
+        "inferops_api_open": True,
+        **extra,
+    }
+    path.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
 
 
 def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subprocess.CompletedProcess, dict]:
@@ -65,14 +81,7 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
 """
     )
     inventory = tmp_path / "hosts.yml"
-    host = {
-        "ansible_connection": "local",
-        "ansible_host": "127.0.0.1",  # the plan step asks the node for its route to the head
-        "ansible_python_interpreter": sys.executable,
-        "inferops_model_path": str(model),
-        "inferops_api_open": True,  # no key: the API open on purpose
-    }
-    inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
+    write_inventory(inventory, model)
     evars = {
         "inferops_convert_fp8_to_bf16": convert,
         "inferops_device": "cpu",
@@ -84,10 +93,9 @@ def play(tmp_path: Path, model: Path, convert: bool, **extra) -> tuple[subproces
         **extra,
     }
     res = ansible_playbook("-i", str(inventory), str(wrapper), "-e", json.dumps(evars), timeout=None)
-    m = re.search(r"node1\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", res.stdout)
-    recap = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, m.groups()), strict=True)) if m else {}
-    recap["seen"] = seen.read_text() if seen.exists() else None
-    return res, recap
+    totals = dict(recap(res.stdout).get("node1", {}))
+    totals["seen"] = seen.read_text() if seen.exists() else None
+    return res, totals
 
 
 def test_converts_switches_the_model_path_and_is_idempotent(tmp_path, model):
@@ -144,18 +152,14 @@ def test_docker_runtime_runs_the_converter_in_the_engine_image(tmp_path, model):
     argv_file = tmp_path / "argv.json"
     wrapper = tmp_path / "render.yml"
     inventory = tmp_path / "hosts.yml"
-    host = {
-        "ansible_connection": "local",
-        "ansible_host": "127.0.0.1",  # the plan step asks the node for its route to the head
-        "ansible_python_interpreter": sys.executable,
-        "inferops_model_path": str(model),
-        "inferops_convert_fp8_to_bf16": True,
-        "inferops_runtime": "docker",
-        "inferops_engine_image": "vllm/vllm-openai:v0.11.0",
-        "inferops_gpus_per_node": 1,
-        "inferops_api_open": True,
-    }
-    inventory.write_text(json.dumps({"inferops_nodes": {"hosts": {"node1": host}}}))
+    write_inventory(
+        inventory,
+        model,
+        inferops_convert_fp8_to_bf16=True,
+        inferops_runtime="docker",
+        inferops_engine_image="vllm/vllm-openai:v0.11.0",
+        inferops_gpus_per_node=1,
+    )
     wrapper.write_text(
         f"""---
 - name: Plan the node
