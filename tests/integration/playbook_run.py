@@ -44,3 +44,14 @@ def recap(output: str) -> dict[str, dict[str, int]]:
             totals.setdefault(host, {}).setdefault(key, 0)
             totals[host][key] += int(value)
     return totals
+
+
+def task_outcomes(output: str, task: str) -> list[list[str]]:
+    """Each run of a task (its name contains TASK): the outcome word of each host line the default callback
+    printed under it ('ok', 'changed', 'skipping', 'fatal', ...)."""
+    runs = []
+    for block in output.split("\nTASK [")[1:]:
+        header, _sep, body = block.partition("\n")
+        if task in header.split("]", 1)[0]:
+            runs.append(re.findall(r"^(\w+): \[", body.split("\nTASK [", 1)[0], flags=re.M))
+    return runs

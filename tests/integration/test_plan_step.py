@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from plan_facts import write_facts
-from playbook_run import ansible_playbook, recap
+from playbook_run import ansible_playbook, recap, task_outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASES = [
@@ -63,7 +63,7 @@ ALSO_UNDER_TAGS = re.compile(
 
 def statuses(output: str, task: str) -> list[str]:
     """The first result word (ok, skipping, changed, fatal) after each run of TASK."""
-    return re.findall(rf"^TASK \[{re.escape(task)}\] \**\n(\w+)", output, flags=re.M)
+    return [run[0] for run in task_outcomes(output, task) if run]
 
 
 def inventory(directory: Path, hosts: dict, common: dict, group: str = "inferops_nodes") -> Path:
