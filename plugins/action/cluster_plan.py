@@ -76,6 +76,21 @@ class ActionModule(ActionBase):
     _VALID_ARGS = frozenset(("group", "hosts", "facts_dir", "heads_only", "output"))
     _requires_connection = False
 
+    def _outside_vars(
+        self, hostvars: Any, collected: dict[str, dict[str, Any]], monitoring_group: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Address and port variables of the router / monitoring hosts that are not serving nodes."""
+        named = set(monitoring_group)
+        named.update(str(v["inferops_router_host"]) for v in collected.values() if v.get("inferops_router_host"))
+        outside = {}
+        for host in sorted(named - set(collected)):
+            if host not in hostvars:
+                continue  # the plan names it in its error
+            raw = hostvars.raw_get(host)
+            templar = self._templar.copy_with_new_env(available_variables=raw)
+            outside[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
+        return outside
+
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
@@ -117,7 +132,9 @@ class ActionModule(ActionBase):
             else:
                 # inferops_router_host may name any host of the inventory, not only a serving node
                 all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]
-                result.update(changed=False, plan=build_plan(collected, all_hosts))
+                monitoring_group = task_vars.get("groups", {}).get("inferops_monitoring") or []
+                outside = self._outside_vars(hostvars, collected, monitoring_group)
+                result.update(changed=False, plan=build_plan(collected, all_hosts, monitoring_group, outside))
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None
         if args.get("output") and not heads_only:

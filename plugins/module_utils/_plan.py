@@ -21,6 +21,22 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     normalise_key,
     render_flags,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._monitoring import (
+    DISABLED as MONITORING_DISABLED,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._monitoring import (
+    MONITORING_PORT_VARIABLES,
+    MONITORING_PORTS,
+    MONITORING_VARIABLES,
+    monitoring_plan,
+    node_listens,
+    node_monitoring,
+    pick_host,
+    uniform_flag,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._monitoring import (
+    NODE_DISABLED as NODE_MONITORING_DISABLED,
+)
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
     hub_secret_env,
@@ -33,7 +49,15 @@ from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
 DEVICES = ("cuda", "cpu")
-DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, "ray_dashboard": 8265, "router": 30000}
+DEFAULT_PORTS = {
+    "api": 8000,
+    "dist_init": 30000,
+    "master": 29500,
+    "ray": 6379,
+    "ray_dashboard": 8265,
+    "router": 30000,
+    **MONITORING_PORTS,  # node_exporter, dcgm_exporter, prometheus, alertmanager, grafana, router_metrics
+}
 # The Ray dashboard accepts job submissions without authentication: the head's loopback unless asked.
 DEFAULT_RAY_DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
@@ -88,6 +112,7 @@ PLAN_VARIABLES = (
     "inferops_docker_bridge_networks",
     "inferops_rdma",
     "inferops_gpu",
+    *MONITORING_VARIABLES,
 )
 # Facts the plan reads (gpu_facts, rdma_facts), from ansible_facts or from saved facts (plan_facts_dir).
 PLAN_FACTS = ("inferops_gpu", "inferops_rdma")
@@ -865,6 +890,7 @@ def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> d
         used["ray_dashboard"] = node.ports["ray_dashboard"]
     if hosts_router:
         used["router"] = node.ports["router"]
+        used["router_metrics"] = node.ports["router_metrics"]  # the router's Prometheus endpoint
     return used
 
 
@@ -875,6 +901,7 @@ _PORT_VARIABLES = {
     "ray": "inferops_ray_port",
     "ray_dashboard": "inferops_ray_dashboard_port",
     "router": "inferops_router_port",
+    **MONITORING_PORT_VARIABLES,
 }
 
 
@@ -913,10 +940,17 @@ def _environment(node: NodeSpec, head: NodeSpec) -> dict[str, str]:
     return env
 
 
-def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[str] | None = None) -> dict[str, Any]:
+def build_plan(
+    hostvars: Mapping[str, Mapping[str, Any]],
+    all_hosts: Iterable[str] | None = None,
+    monitoring_group: Iterable[str] | None = None,
+    outside: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Turn ``{hostname: hostvars}`` into the plan: replicas and per-host serving facts.
 
     ``all_hosts``: the hosts inferops_router_host may name (default: the hosts of ``hostvars``).
+    ``monitoring_group``: the hosts of the inventory group inferops_monitoring (one, or none for the default).
+    ``outside``: variables (address, ports) of the router and monitoring hosts that are not serving nodes.
     """
     if not hostvars:
         raise PlanError(None, "inventory", "no hosts in the serving group (inferops_nodes)")
@@ -929,6 +963,14 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         replicas.setdefault(spec.replica, []).append(spec)
 
     router_hosts = {s.router_host for s in specs if s.router_host}
+    # --- monitoring (issue 16): which host runs Prometheus; every node's exporters go into its listens
+    monitoring = uniform_flag(PlanError, hostvars, "inferops_monitoring", True)
+    grafana = uniform_flag(PlanError, hostvars, "inferops_grafana", False)
+    first_replica = sorted(replicas, key=natural_key)[0]
+    monitoring_host = pick_host(
+        PlanError, monitoring_group, router_hosts, assign_ranks(first_replica, replicas[first_replica])[0].host
+    )
+    # --- end monitoring
     plan_hosts: dict[str, dict[str, Any]] = {}
     plan_replicas: dict[str, dict[str, Any]] = {}
     ranked: dict[str, list[NodeSpec]] = {}
@@ -945,6 +987,16 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
         for rank, node in enumerate(ordered):
             used = _used_ports(node, rank, nnodes, node.host in router_hosts)
+            node_mon = dict(NODE_MONITORING_DISABLED)
+            if monitoring:
+                mon_used = node_listens(
+                    node.ports,
+                    device=node.device,
+                    is_monitoring=node.host == monitoring_host,
+                    grafana=grafana,
+                )
+                used = {**used, **mon_used}
+                node_mon = node_monitoring(mon_used, node.device)
             _check_ports(node.host, used)
             secret_env: list[str] = []
             if node.api_key_set:
@@ -985,6 +1037,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                 "peers": peers,
                 "model_path": node.model_path,
                 "served_model_name": node.served_model_name,
+                "monitoring": node_mon,
             }
             plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
             plan_hosts[node.host]["warnings"] = [
@@ -1004,7 +1057,53 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         }
     _check_routers(ranked)
     _check_api_keys(ranked)
-    return {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
+    plan = {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
+    plan["routers"] = _routers(specs, router_hosts, outside or {})
+    plan["monitoring"] = MONITORING_DISABLED
+    if monitoring:
+        plan["monitoring"] = _monitoring(specs, plan, monitoring_host, grafana, outside or {})
+    return plan
+
+
+def _outside_node(host: str, outside: Mapping[str, Mapping[str, Any]]) -> tuple[str, dict[str, int]]:
+    """Address and ports of a router or monitoring host that serves no engine, from its own inventory variables
+    (none given: its name is its address, the ports their defaults)."""
+    hv = outside.get(host, {})
+    return _address(host, hv), _ports(host, hv)
+
+
+def _routers(
+    specs: list[NodeSpec], router_hosts: set[str], outside: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """inferops_plan.routers: {host: {address, port, metrics_port}} (the router role and monitoring read it)."""
+    by_host = {s.host: s for s in specs}
+    routers = {}
+    for host in sorted(router_hosts):
+        if host in by_host:
+            address, ports = by_host[host].address, by_host[host].ports
+        else:
+            address, ports = _outside_node(host, outside)
+        routers[host] = {"address": address, "port": ports["router"], "metrics_port": ports["router_metrics"]}
+    return routers
+
+
+def _monitoring(
+    specs: list[NodeSpec], plan: dict[str, Any], host: str, grafana: bool, outside: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    by_host = {s.host: s for s in specs}
+    if host in by_host:
+        address, ports = by_host[host].address, by_host[host].ports
+    else:
+        address, ports = _outside_node(host, outside)
+    return monitoring_plan(
+        host=host,
+        address=address,
+        ports=ports,
+        grafana=grafana,
+        nodes=[plan["hosts"][h] for r in plan["replicas"].values() for h in r["hosts"]],
+        routers={h: (r["address"], r["metrics_port"]) for h, r in plan["routers"].items()},
+        api_key=any(s.api_key_set for s in specs),
+    )
 
 
 def plan_table(plan: Mapping[str, Any]) -> list[str]:
