@@ -69,9 +69,7 @@ def pick_host(
     return routers[0] if routers else first_head
 
 
-def node_listens(
-    ports: Mapping[str, int], *, device: str, is_monitoring: bool, grafana: bool
-) -> dict[str, int]:
+def node_listens(ports: Mapping[str, int], *, device: str, is_monitoring: bool, grafana: bool) -> dict[str, int]:
     """The monitoring ports one host opens: node exporter everywhere, dcgm-exporter on GPU nodes,
     Prometheus/Alertmanager (and Grafana when asked) on the monitoring host. (The router's metrics port is the
     router's own: _plan puts it in the router host's listens whether monitoring runs or not.)"""
