@@ -22,7 +22,12 @@ MONITORING_PORTS = {
 }
 MONITORING_PORT_VARIABLES = {name: f"inferops_{name}_port" for name in MONITORING_PORTS}
 # Variables the plan reads for the phase (cluster-wide: the same on every host).
-MONITORING_VARIABLES = ("inferops_monitoring", "inferops_grafana", *MONITORING_PORT_VARIABLES.values())
+MONITORING_VARIABLES = (
+    "inferops_monitoring",
+    "inferops_grafana",
+    "inferops_dcgm_exporter",
+    *MONITORING_PORT_VARIABLES.values(),
+)
 # node exporter's textfile collector directory (Debian's prometheus-node-exporter reads it by default).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
@@ -69,12 +74,14 @@ def pick_host(
     return routers[0] if routers else first_head
 
 
-def node_listens(ports: Mapping[str, int], *, device: str, is_monitoring: bool, grafana: bool) -> dict[str, int]:
+def node_listens(
+    ports: Mapping[str, int], *, device: str, dcgm: bool, is_monitoring: bool, grafana: bool
+) -> dict[str, int]:
     """The monitoring ports one host opens: node exporter everywhere, dcgm-exporter on GPU nodes,
     Prometheus/Alertmanager (and Grafana when asked) on the monitoring host. (The router's metrics port is the
     router's own: _plan puts it in the router host's listens whether monitoring runs or not.)"""
     used = {"node_exporter": ports["node_exporter"]}
-    if device == "cuda":
+    if device == "cuda" and dcgm:
         used["dcgm_exporter"] = ports["dcgm_exporter"]
     if is_monitoring:
         used["prometheus"] = ports["prometheus"]
@@ -140,7 +147,7 @@ def node_monitoring(listens: Mapping[str, int], device: str) -> dict[str, Any]:
         "listens": dict(listens),
         "node_exporter_port": listens["node_exporter"],
         "dcgm": "dcgm_exporter" in listens,
-        "gpu_textfile": device == "cuda",
+        "gpu_textfile": device == "cuda" and "dcgm_exporter" not in listens,  # the nvidia-smi fallback
         "textfile_dir": TEXTFILE_DIR,
     }
 

@@ -992,6 +992,9 @@ def build_plan(
                 mon_used = node_listens(
                     node.ports,
                     device=node.device,
+                    dcgm=_bool(
+                        node.host, "inferops_dcgm_exporter", hostvars[node.host].get("inferops_dcgm_exporter", True)
+                    ),
                     is_monitoring=node.host == monitoring_host,
                     grafana=grafana,
                 )

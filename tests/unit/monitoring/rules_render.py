@@ -14,7 +14,9 @@ RUNBOOK_BASE = "https://example.invalid/inferops/cluster/blob/main/docs/runbooks
 
 def render_rules(**overrides: object) -> str:
     defaults = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text(encoding="utf-8"))
-    values = {k: v for k, v in defaults.items() if k.startswith("prometheus_alert_") or k == "prometheus_runbook_base_url"}
+    values = {
+        k: v for k, v in defaults.items() if k.startswith("prometheus_alert_") or k == "prometheus_runbook_base_url"
+    }
     values.update(overrides, ansible_managed="Ansible managed")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["comment"] = lambda text: f"#\n# {text}\n#"
