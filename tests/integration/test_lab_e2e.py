@@ -125,6 +125,7 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
 PLANNING_PLAYBOOKS = [
     *(f"playbooks/{p}.yml" for p in ("preflight", "prepare", "weights", "convert", "serve", "verify", "bench")),
     *(f"playbooks/{p}.yml" for p in ("smoke", "status", "upgrade", "teardown", "collect_logs", "router", "firewall")),
+    "playbooks/monitoring.yml",
 ]
 
 

@@ -32,6 +32,7 @@ PHASES = [
     "collect_logs",
     "router",
     "firewall",
+    "monitoring",
     "plan",
 ]
 # 2 replicas x 2 nodes x 8 GPUs, RoCE (seed 003 captures), vLLM in Docker, an API key.
