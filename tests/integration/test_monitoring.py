@@ -86,20 +86,20 @@ class Webhook(http.server.BaseHTTPRequestHandler):
 def lab(tmp_path_factory):
     work = tmp_path_factory.mktemp("monitoring")
     inv = work / "inv"
-    run(
-        str(BIN / "ansible-playbook"),
-        "playbooks/lab.yml",
-        "-e",
-        f"lab_name={LAB}",
-        "-e",
-        "lab_nodes=2",
-        "-e",
-        "lab_tp=1",
-        "-e",
-        f"lab_inventory_dir={inv}",
-    )
     server = None
     try:
+        run(
+            str(BIN / "ansible-playbook"),
+            "playbooks/lab.yml",
+            "-e",
+            f"lab_name={LAB}",
+            "-e",
+            "lab_nodes=2",
+            "-e",
+            "lab_tp=1",
+            "-e",
+            f"lab_inventory_dir={inv}",
+        )
         hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
         addresses = {h: v["inferops_address"] for h, v in hosts.items()}
         gateway = json.loads(
