@@ -39,7 +39,9 @@ def panels() -> list[tuple[str, list[tuple[str, str]]]]:
     dash = json.loads(DASHBOARD.read_text())
     out = []
     for panel in dash["panels"]:
-        targets = [(t["expr"], t.get("legendFormat", "").replace("{{", "{").replace("}}", "}")) for t in panel["targets"]]
+        targets = [
+            (t["expr"], t.get("legendFormat", "").replace("{{", "{").replace("}}", "}")) for t in panel["targets"]
+        ]
         out.append((panel["title"], targets))
     out += [(title, [(expr, legend)]) for title, expr, legend in EXTRA]
     return out

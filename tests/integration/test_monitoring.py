@@ -72,7 +72,7 @@ class Webhook(http.server.BaseHTTPRequestHandler):
 
     received: list[dict] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's name)
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Webhook.received.append(json.loads(body))
         self.send_response(200)
@@ -103,7 +103,9 @@ def lab(tmp_path_factory):
         hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
         addresses = {h: v["inferops_address"] for h, v in hosts.items()}
         gateway = json.loads(
-            subprocess.run(["docker", "network", "inspect", f"{LAB}-net"], capture_output=True, text=True, check=True).stdout
+            subprocess.run(
+                ["docker", "network", "inspect", f"{LAB}-net"], capture_output=True, text=True, check=True
+            ).stdout
         )[0]["IPAM"]["Config"][0]["Gateway"]
         server = http.server.ThreadingHTTPServer((gateway, WEBHOOK_PORT), Webhook)
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -188,7 +190,12 @@ def monitored(lab):
     again = playbook(lab, "monitoring.yml")
     assert all(c["changed"] == 0 for c in recap(again.stdout).values()), again.stdout[-3000:]
     head = lab["addresses"][NODES[0]]
-    return {**lab, "prometheus": f"http://{head}:9090", "alertmanager": f"http://{head}:9093", "router": f"http://{head}:30000"}
+    return {
+        **lab,
+        "prometheus": f"http://{head}:9090",
+        "alertmanager": f"http://{head}:9093",
+        "router": f"http://{head}:30000",
+    }
 
 
 def targets(prometheus: str) -> dict[tuple[str, str], str]:
@@ -239,8 +246,10 @@ def test_dashboards_status_numbers_and_png_under_load(monitored):
     prometheus = monitored["prometheus"]
     wait_for(
         "tokens/s of both replicas",
-        lambda: {s["metric"]["replica"] for s in _query(prometheus, "inferops:replica_generation_tokens:rate1m > 0")}
-        == {"r0", "r1"},
+        lambda: (
+            {s["metric"]["replica"] for s in _query(prometheus, "inferops:replica_generation_tokens:rate1m > 0")}
+            == {"r0", "r1"}
+        ),
         timeout=120,
     )
     status = playbook(monitored, "status.yml", "-e", "status_rate_seconds=5")
@@ -307,4 +316,8 @@ def test_replica_down_fires_reaches_the_receiver_and_resolves(monitored):
     )
     resolved = wait_for("the webhook receiver to get the resolved alert", lambda: _webhook("resolved"), timeout=120)
     assert resolved[0]["labels"]["replica"] == "r1"
-    wait_for("Alertmanager to drop the alert", lambda: not _alertmanager_alerts(monitored["alertmanager"]) or None, timeout=120)
+    wait_for(
+        "Alertmanager to drop the alert",
+        lambda: not _alertmanager_alerts(monitored["alertmanager"]) or None,
+        timeout=120,
+    )

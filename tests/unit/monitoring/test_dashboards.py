@@ -45,8 +45,6 @@ def test_dashboards_are_grafana_json_on_the_provisioned_data_source():
         assert words in titles
 
 
-
-
 def _input_series(tmp_path: Path) -> list[dict]:
     node = 'job="node",host="g1",replica="r0",node_rank="0",instance="10.0.0.1:9100"'
     pages = [

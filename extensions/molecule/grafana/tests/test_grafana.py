@@ -12,7 +12,11 @@ import yaml
 def test_data_source_points_at_the_plans_prometheus(host):
     data = yaml.safe_load(host.file("/etc/grafana/provisioning/datasources/inferops.yml").content_string)
     (source,) = data["datasources"]
-    assert (source["uid"], source["type"], source["url"]) == ("inferops-prometheus", "prometheus", "http://10.0.0.1:9090")
+    assert (source["uid"], source["type"], source["url"]) == (
+        "inferops-prometheus",
+        "prometheus",
+        "http://10.0.0.1:9090",
+    )
 
 
 def test_provider_reads_the_dashboards_directory(host):

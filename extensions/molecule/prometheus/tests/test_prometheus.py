@@ -40,7 +40,7 @@ def test_targets_up_and_rules_recorded(host):
     while True:
         targets = _api(host, 9090, "/api/v1/targets")["data"]["activeTargets"]
         health = {t["labels"]["job"]: t["health"] for t in targets}
-        if set(health.values()) == {"up"} and len(health) == 4 or time.monotonic() > deadline:
+        if (set(health.values()) == {"up"} and len(health) == 4) or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert health == {"prometheus": "up", "alertmanager": "up", "node": "up", "vllm": "up"}
