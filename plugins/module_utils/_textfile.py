@@ -4,7 +4,7 @@
 the engine units' state and the model disk.
 
 Pure parsers and renderers (tested on captured output in tests/unit) plus a small ``main`` so that the node_exporter
-role can install this very file on a node and run it from a systemd timer (stdlib only, Python 3.9+):
+role can install this very file on a node and run it from a systemd timer (stdlib only, Python 3.8+):
 
     python3 inferops_textfile.py --out DIR [--rdma SYSFS] [--nvidia-smi] [--unit NAME ...] [--disk PATH]
 
@@ -179,7 +179,7 @@ def parse_smi_csv(text: str) -> list[dict]:
         values = [v.strip() for v in line.split(",")]
         if len(values) != len(SMI_FIELDS):
             raise ValueError(f"unexpected nvidia-smi line ({len(values)} columns for {len(SMI_FIELDS)}): {line!r}")
-        gpus.append({f: (None if v in _NA else v) for (f, _m), v in zip(SMI_FIELDS, values, strict=True)})
+        gpus.append({SMI_FIELDS[i][0]: (None if v in _NA else v) for i, v in enumerate(values)})
     return gpus
 
 
