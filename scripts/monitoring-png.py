@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render the cluster's main graphs from Prometheus's HTTP API into one PNG (matplotlib, as the benchmark's charts).
 
     .venv/bin/python scripts/monitoring-png.py --prometheus http://HOST:9090 --out docs/images/monitoring-lab.png
@@ -48,7 +47,7 @@ def panels() -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--prometheus", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--minutes", type=float, default=15)

@@ -18,6 +18,7 @@ import argparse
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 # RDMA: every file under <hca>/ports/<n>/counters and hw_counters becomes one series; the names are the kernel's
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             gpus = parse_smi_csv(_run([args.smi, f"--query-gpu={SMI_QUERY}", "--format=csv,noheader,nounits"]))
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            print(f"nvidia-smi: {exc}")
+            sys.stderr.write(f"nvidia-smi: {exc}\n")
             gpus, failed = [], 1
         write_atomic(args.out, "inferops_gpu.prom", render_smi(gpus))
     if args.unit:
