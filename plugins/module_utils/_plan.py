@@ -22,6 +22,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     render_flags,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
+from ansible_collections.inferops.cluster.plugins.module_utils._slurm import slurm_spec
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
     hub_secret_env,
     runtime_spec,
@@ -1004,7 +1005,9 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         }
     _check_routers(ranked)
     _check_api_keys(ranked)
-    return {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
+    plan = {"version": PLAN_VERSION, "replicas": plan_replicas, "hosts": plan_hosts}
+    plan["slurm"] = slurm_spec(hostvars, plan)  # None unless inferops_runtime: slurm (_slurm.py)
+    return plan
 
 
 def plan_table(plan: Mapping[str, Any]) -> list[str]:
