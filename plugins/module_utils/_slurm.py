@@ -362,7 +362,7 @@ def render_sbatch(slurm: Mapping[str, Any]) -> str:
     engine = (slurm["image"] and f"image {slurm['image']} (pyxis/enroot)") or f"venv {slurm['venv']}"
     lines = [
         "#!/bin/bash",
-        f"# inferops.cluster: replica {slurm['replica']} as one Slurm job, rendered from the plan (hash {slurm['hash']})",
+        f"# inferops.cluster: replica {slurm['replica']} as one Slurm job from the plan (hash {slurm['hash']})",
         "# Re-render it (plan.yml -e plan_sbatch=FILE) rather than edit it. Before sbatch, the directory",
         f"# {slurm['log_dir']} must exist on the shared filesystem"
         + (
