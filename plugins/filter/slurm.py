@@ -40,8 +40,14 @@ def slurm_partition_problem(plan: Any, scontrol: str, sinfo: str) -> str:
     """ "" when the job fits the partition, else the refusal naming the host and the variable."""
     slurm = _slurm(plan)
     head = plan["replicas"][slurm["replica"]]["head"]
+    lines = [parse_partition(line) for line in scontrol.splitlines() if "PartitionName=" in line]
+    wanted = slurm.get("partition")
+    found = [p for p in lines if (p.get("PartitionName") == wanted if wanted else p.get("Default") == "YES")]
+    if not found:
+        what = f"partition {wanted!r} does not exist" if wanted else "the cluster has no default partition"
+        return f"host {head}: inferops_slurm_partition: {what} (scontrol show partition)"
     try:
-        check_partition_fit(slurm, head, parse_partition(scontrol), parse_sinfo_nodes(sinfo))
+        check_partition_fit(slurm, head, found[0], parse_sinfo_nodes(sinfo))
     except PlanError as exc:
         return str(exc)
     return ""

@@ -377,3 +377,37 @@ def test_the_embedded_launcher_runs_and_execs_the_engine(tmp_path):
     assert ran["env"]["NCCL_IB_GID_INDEX"] == "3" and ran["env"]["SGLANG_HOST_IP"] == "10.63.65.208"
     assert not Path(slurm["endpoint_file"]).exists()  # rank 0 writes it
     assert stat.S_IMODE(os.stat(secrets).st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("squeue", "running", "status"),
+    [
+        ("RUNNING|2026-12-01T14:30:00\n", True, "running"),
+        ("PENDING|N/A\n", False, "pending"),
+        ("COMPLETING|2026-12-01T14:30:00\n", False, "exited (completing)"),
+        ("", False, "absent (the job left the queue: ended, cancelled or failed)"),
+    ],
+)
+def test_the_waiter_reads_the_job_from_squeue(squeue, running, status):
+    """A pending job is worth waiting for; a job that left the queue is fatal (AliveWatch's terminal states)."""
+    from ansible_collections.inferops.cluster.plugins.module_utils._readiness import AliveWatch, slurm_rank_state
+
+    state = slurm_rank_state("77", squeue)
+    assert (state["running"], state["status"]) == (running, status)
+    probe = AliveWatch(lambda: state)()
+    assert probe.ok is running
+    assert probe.fatal is (status.startswith(("exited", "absent")))
+
+
+def test_the_filter_picks_the_named_or_default_partition():
+    from ansible_collections.inferops.cluster.plugins.filter.slurm import slurm_partition_problem
+
+    plan, _ = example_script()
+    other = GPU_PARTITION.replace("PartitionName=inferops", "PartitionName=debug").replace("Default=YES", "Default=NO")
+    lmsys = GPU_PARTITION.replace("PartitionName=inferops", "PartitionName=lmsys.org").replace(
+        "Default=YES", "Default=NO"
+    )
+    sinfo = "gpu01 gpu:8\ngpu02 gpu:8\n"
+    assert slurm_partition_problem(plan, f"{other}\n{lmsys}\n", sinfo) == ""
+    assert "partition 'lmsys.org' does not exist" in slurm_partition_problem(plan, other, sinfo)
+    assert "inferops_gpus_per_node" in slurm_partition_problem(plan, lmsys, "gpu01 gpu:4\ngpu02 gpu:4\n")
