@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml

@@ -180,8 +180,8 @@ LAB_PARTITION = (
     "DefaultTime=NONE DisableRootJobs=NO ExclusiveUser=NO GraceTime=0 Hidden=NO MaxNodes=UNLIMITED "
     "MaxTime=UNLIMITED MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED Nodes=ifo-slurm-[2-3] PriorityJobFactor=1 "
     "PriorityTier=1 RootOnly=NO ReqResv=NO OverSubscribe=NO OverTimeLimit=NONE PreemptMode=OFF State=UP "
-    "TotalCPUs=4 TotalNodes=2 SelectTypeParameters=NONE JobDefaults=(null) DefMemPerNode=UNLIMITED "
-    "MaxMemPerNode=UNLIMITED"
+    "TotalCPUs=2 TotalNodes=2 SelectTypeParameters=NONE JobDefaults=(null) DefMemPerNode=UNLIMITED "
+    "MaxMemPerNode=UNLIMITED TRES=cpu=2,mem=2M,node=2,billing=2"
 )
 GPU_PARTITION = LAB_PARTITION.replace("MaxTime=UNLIMITED", "MaxTime=2-00:00:00").replace(
     "Nodes=ifo-slurm-[2-3]", "Nodes=gpu[01-03]"
@@ -411,3 +411,58 @@ def test_the_filter_picks_the_named_or_default_partition():
     assert slurm_partition_problem(plan, f"{other}\n{lmsys}\n", sinfo) == ""
     assert "partition 'lmsys.org' does not exist" in slurm_partition_problem(plan, other, sinfo)
     assert "inferops_gpus_per_node" in slurm_partition_problem(plan, lmsys, "gpu01 gpu:4\ngpu02 gpu:4\n")
+
+
+def lab_hostvars() -> dict[str, dict[str, Any]]:
+    """The Slurm lab's inventory: two rank slots, vLLM for CPU, the venv on the shared volume."""
+    common = {
+        "inferops_engine": "vllm",
+        "inferops_runtime": "slurm",
+        "inferops_device": "cpu",
+        "inferops_tp": 2,
+        "inferops_gpus_per_node": 1,
+        "inferops_model_path": "/opt/inferops/models/tiny-llama",
+        "inferops_served_model_name": "tiny-llama",
+        "inferops_api_key": True,
+        "inferops_slurm_partition": "inferops",
+        "inferops_slurm_shared_dir": "/shared/inferops",
+        "inferops_slurm_job_name": "ifo-slurm-engine",
+        "inference_server_venv": "/shared/venvs/vllm-cpu",
+        "inferops_env": {"OMP_NUM_THREADS": "1"},
+    }
+    return {"rank0": dict(common), "rank1": dict(common)}
+
+
+def test_the_lab_job_vllm_native_on_cpu_fits_the_lab_partition():
+    plan = build_plan(lab_hostvars())
+    slurm = plan["slurm"]
+    script = _slurm.render_sbatch(slurm)
+    lines = script.splitlines()
+    assert slurm["gres"] is None and not any(line.startswith("#SBATCH --gres") for line in lines)
+    assert "    /shared/venvs/vllm-cpu/bin/python3 \\" in lines
+    template = _one(r"^#   (vllm serve .*)$", script)
+    assert "--nnodes 2 --node-rank $SLURM_NODEID --master-addr $INFEROPS_HEAD_ADDR --master-port 29500" in template
+    assert template.endswith("[--headless on ranks > 0]")
+    assert slurm["secret_env"] == ["VLLM_API_KEY"]
+    _slurm.check_partition_fit(
+        slurm,
+        "rank0",
+        _slurm.parse_partition(LAB_PARTITION),
+        _slurm.parse_sinfo_nodes("ifo-slurm-2 (null)\nifo-slurm-3 (null)\n"),
+    )
+    with pytest.raises(PlanError, match="needs 2 nodes"):
+        _slurm.check_partition_fit(
+            slurm, "rank0", _slurm.parse_partition(LAB_PARTITION), _slurm.parse_sinfo_nodes("ifo-slurm-2 (null)\n")
+        )
+    info = resolve(
+        slurm,
+        1,
+        "ifo-slurm-2",
+        run=lambda argv: "172.30.0.2 dev eth0 src 172.30.0.4 uid 0\n",
+        lookup=lambda name: "172.30.0.2",
+        sysfs_root="/nonexistent",
+    )
+    argv = info["argv"]
+    assert argv[argv.index("--master-addr") + 1] == "172.30.0.2" and "--headless" in argv
+    assert info["env"]["VLLM_HOST_IP"] == "172.30.0.4" and info["env"]["GLOO_SOCKET_IFNAME"] == "eth0"
+    assert info["env"]["OMP_NUM_THREADS"] == "1"
