@@ -4,8 +4,8 @@ Slurm from Debian 12's packages, vLLM for CPU with tensor parallelism 2 across t
 Ansible talks to the login node only (playbooks/slurm.yml); the test reads the compute nodes with docker exec.
 1. a plan that names a partition the cluster lacks is refused before anything is submitted;
 2. the job serves a chat completion through the head (the allocation's first node);
-3. a second run keeps the job (same job id, changed=0); status shows it from squeue;
-4. teardown (scancel) leaves nothing: squeue empty, no engine process on either compute node.
+3. a second run keeps the job (same job id, changed=0); status.yml shows it from squeue;
+4. teardown.yml (scancel) leaves nothing: squeue empty, no engine process on either compute node.
 
 Needs Docker, the lab image and the wheelhouse (`make lab-image wheelhouse`); marker `lab`.
 """
@@ -99,10 +99,10 @@ def test_the_job_serves_is_kept_and_scancel_leaves_nothing(slurm_lab):
     assert recap(second.stdout)[LOGIN]["changed"] == 0
     assert squeue() == jobs  # the same job, still running
 
-    status = ansible("playbooks/slurm.yml", "-i", str(slurm_lab), "-e", "slurm_state=status")
+    status = ansible("playbooks/status.yml", "-i", str(slurm_lab))  # the day-2 playbooks take the login node
     assert f"running job {job_id} RUNNING" in status.stdout
 
-    down = ansible("playbooks/slurm.yml", "-i", str(slurm_lab), "-e", "slurm_state=absent")
+    down = ansible("playbooks/teardown.yml", "-i", str(slurm_lab))
     assert recap(down.stdout)[LOGIN]["changed"] > 0
     assert squeue() == []
     for node in COMPUTE:  # no engine process left on the compute nodes
