@@ -44,7 +44,7 @@ options:
   log_files:
     description:
       - With O(runtime=slurm), the rank's output files on the shared filesystem (the job's C(%x_%j_node0.out)
-        and C(.err)): the log read for the ready line and shown on failure.
+        and C(.err)), read for the ready line and shown on failure.
     type: list
     elements: path
     default: []
