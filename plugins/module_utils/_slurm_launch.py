@@ -165,7 +165,7 @@ def main(spec: Mapping[str, Any]) -> int:
         node_id = int(os.environ["SLURM_NODEID"])
         head_node = os.environ["INFEROPS_HEAD_NODE"]
     except (KeyError, ValueError):
-        print("[inferops] run me with srun inside the job (SLURM_NODEID, INFEROPS_HEAD_NODE)", file=sys.stderr)
+        sys.stderr.write("[inferops] run me with srun inside the job (SLURM_NODEID, INFEROPS_HEAD_NODE)\n")
         return 2
     try:
         # INFEROPS_SYSFS_ROOT: another /sys/class/infiniband (the unit tests' captured trees)
@@ -173,14 +173,14 @@ def main(spec: Mapping[str, Any]) -> int:
         secrets = read_secrets(spec["secrets_file"]) if spec.get("secret_env") else {}
         argv = with_secrets(info["argv"], list(spec.get("secret_env") or []), secrets)
     except (LaunchError, ValueError) as exc:
-        print(f"[inferops] rank {os.environ.get('SLURM_NODEID')}: {exc}", file=sys.stderr)
+        sys.stderr.write(f"[inferops] rank {os.environ.get('SLURM_NODEID')}: {exc}\n")
         return 1
     nccl = " ".join(f"{k}={v}" for k, v in sorted(info["env"].items()) if k.startswith(("NCCL_", "GLOO_")))
-    print(
+    sys.stdout.write(
         f"[inferops] rank {node_id} ({info['slot']}) on {socket.gethostname()}: address {info['address']}, "
-        f"head {head_node} ({info['head_address']}), interface {info['ifname'] or '-'}; {nccl}",
-        flush=True,
+        f"head {head_node} ({info['head_address']}), interface {info['ifname'] or '-'}; {nccl}\n"
     )
+    sys.stdout.flush()
     if node_id == 0:
         _write_endpoint(spec, info)
     env = {**os.environ, **info["env"], **secrets}

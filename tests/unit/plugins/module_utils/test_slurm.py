@@ -27,7 +27,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._slurm_launch imp
 ROOT = Path(__file__).resolve().parents[4]
 EXAMPLE = ROOT / "inventories" / "examples" / "h20-sglang-tp16"
 FIXTURES = ROOT / "tests" / "unit" / "fixtures"
-SEED = (FIXTURES / "slurm" / "seed004_sbatch.sh").read_text(encoding="utf-8")
+SEED = yaml.safe_load((FIXTURES / "slurm" / "seed004.yml").read_text(encoding="utf-8"))["script"]
 # The seed's site values, given as inventory variables.
 SEED_SITE = {
     "inferops_runtime": "slurm",
@@ -58,8 +58,16 @@ def example_hostvars(**extra: Any) -> dict[str, dict[str, Any]]:
     return {h: {**common, **own} for h, own in hosts["inferops_nodes"]["hosts"].items()}
 
 
-def example_script(**extra: Any) -> tuple[dict[str, Any], str]:
-    plan = build_plan(example_hostvars(**extra))
+def example_plan(**extra: Any) -> dict[str, Any]:
+    return build_plan(example_hostvars(**extra))
+
+
+def example_script(**extra: Any) -> str:
+    return _slurm.render_sbatch(example_plan(**extra)["slurm"])
+
+
+def plan_and_script(**extra: Any) -> tuple[dict[str, Any], str]:
+    plan = example_plan(**extra)
     return plan, _slurm.render_sbatch(plan["slurm"])
 
 
@@ -94,21 +102,21 @@ KEY_LINES = [
 
 @pytest.mark.parametrize(("what", "seed", "ours"), KEY_LINES, ids=[k[0] for k in KEY_LINES])
 def test_the_example_script_has_the_seed_key_lines(what, seed, ours):
-    _, script = example_script()
+    script = example_script()
     assert _one(seed, SEED) == _one(ours, script), what
 
 
 def test_dist_init_is_the_first_node_of_the_allocation():
     """The seed: --dist-init-addr "${HEAD_NODE}:port"; here the head's address resolved in the job, the plan's
     dist_init port (the seed put sglang's API on 30000 and the rendezvous on 8000; the plan keeps them apart)."""
-    _, script = example_script()
+    script = example_script()
     assert _one(r'^NCCL_INIT_ADDR="\$\{(HEAD_NODE)\}:8000"', SEED) == "HEAD_NODE"
     assert _one(r"--dist-init-addr (\$INFEROPS_HEAD_ADDR:\d+) ", script) == "$INFEROPS_HEAD_ADDR:30000"
     assert "export INFEROPS_HEAD_NODE" in script.splitlines()
 
 
 def test_the_script_carries_the_plan_hash_image_and_logs_but_no_secret():
-    plan, script = example_script()
+    plan, script = plan_and_script()
     slurm = plan["slurm"]
     assert f"#SBATCH --comment=inferops-plan={slurm['hash']}" in script.splitlines()
     assert "--container-image=lmsysorg/sglang:v0.4.6.post1-cu124 \\" in script
@@ -123,21 +131,21 @@ def test_the_script_carries_the_plan_hash_image_and_logs_but_no_secret():
 
 
 def test_the_same_plan_renders_the_same_script_and_a_change_changes_the_hash():
-    one, script = example_script()
-    two, again = example_script()
+    one, script = plan_and_script()
+    two, again = plan_and_script()
     assert script == again and one["slurm"]["hash"] == two["slurm"]["hash"]
-    changed, _ = example_script(inferops_engine_args={"context-length": 32768})
+    changed = example_plan(inferops_engine_args={"context-length": 32768})
     assert changed["slurm"]["hash"] != one["slurm"]["hash"]
 
 
 def test_venv_without_image_runs_the_shared_venv_python():
-    plan, script = example_script(inferops_engine_image="", inference_server_venv="/shared/venvs/sglang")
+    plan, script = plan_and_script(inferops_engine_image="", inference_server_venv="/shared/venvs/sglang")
     assert plan["slurm"]["venv"] == "/shared/venvs/sglang" and plan["slurm"]["image"] is None
     assert "    /shared/venvs/sglang/bin/python3 \\" in script and "--container-image" not in script
 
 
 def test_the_plan_table_names_srun_tasks():
-    plan, _ = example_script()
+    plan = example_plan()
     text = "\n".join(plan_table(plan))
     assert "node02: slurm srun task on node 1 of the job; image lmsysorg/sglang:v0.4.6.post1-cu124 (pyxis)" in text
     assert "NCCL between nodes over TCP" not in text  # no facts at plan time: resolved in the job
@@ -215,7 +223,7 @@ GPU_PARTITION = LAB_PARTITION.replace("MaxTime=UNLIMITED", "MaxTime=2-00:00:00")
     ],
 )
 def test_partition_fit(sinfo, extra, variable, message):
-    plan, _ = example_script(**extra)
+    plan = example_plan(**extra)
     partition = _slurm.parse_partition(GPU_PARTITION)
     nodes = _slurm.parse_sinfo_nodes(sinfo)
     if variable is None:
@@ -228,7 +236,7 @@ def test_partition_fit(sinfo, extra, variable, message):
 
 
 def test_partition_max_nodes_is_read():
-    plan, _ = example_script()
+    plan = example_plan()
     partition = _slurm.parse_partition(GPU_PARTITION.replace("MaxNodes=UNLIMITED", "MaxNodes=1"))
     with pytest.raises(PlanError, match="allows MaxNodes=1") as err:
         _slurm.check_partition_fit(plan["slurm"], "node01", partition, {"gpu01": 8, "gpu02": 8})
@@ -244,7 +252,7 @@ def test_time_minutes(text, minutes):
 
 
 def test_keep_the_same_plans_job_and_cancel_the_others():
-    plan, _ = example_script()
+    plan = example_plan()
     same = _slurm.job_comment(plan["slurm"])
     squeue = f"41|RUNNING|inferops-plan=0123456789abcdef|gpu[01-02]\n42|PENDING|{same}|\n"
     decision = _slurm.keep_or_replace(_slurm.queue_state(squeue, "inferops-r0"), plan["slurm"])
@@ -269,7 +277,7 @@ def _node02_sysfs(tmp_path: Path) -> Path:
 def test_resolve_derives_the_wiring_on_the_node_as_the_plan_does(tmp_path):
     """Without inferops_nccl_env the HCAs and GID come from this node's sysfs through _nccl (as rdma_facts +
     the plan do over SSH): mlx5_0 carries xgbe0, the route to the head, so it stays out of NCCL_IB_HCA."""
-    plan, _ = example_script(inferops_nccl_env={})
+    plan = example_plan(inferops_nccl_env={})
     root = _node02_sysfs(tmp_path)
     info = resolve(
         plan["slurm"], 1, "gpu01", run=lambda argv: IP_ROUTE, lookup=lambda name: "10.63.65.207", sysfs_root=str(root)
@@ -286,7 +294,7 @@ def test_resolve_derives_the_wiring_on_the_node_as_the_plan_does(tmp_path):
 
 
 def test_pins_and_inferops_env_win_over_the_node(tmp_path):
-    plan, _ = example_script(inferops_env={"NCCL_IB_HCA": "mlx5_3:1"})
+    plan = example_plan(inferops_env={"NCCL_IB_HCA": "mlx5_3:1"})
     info = resolve(
         plan["slurm"],
         0,
@@ -300,7 +308,7 @@ def test_pins_and_inferops_env_win_over_the_node(tmp_path):
 
 
 def test_the_head_finds_its_interface_through_its_own_address():
-    plan, _ = example_script()
+    plan = example_plan()
     answers = {
         "route": "local 10.63.65.207 dev lo table local src 10.63.65.207 uid 0\n    cache <local>\n",
         "addr": "2: xgbe0    inet 10.63.65.207/24 brd 10.63.65.255 scope global xgbe0\\       valid_lft forever\n",
@@ -336,7 +344,7 @@ def test_secrets_file_is_read_back_byte_for_byte(tmp_path):
 def test_the_embedded_launcher_runs_and_execs_the_engine(tmp_path):
     """The launcher exactly as the script writes it, run by a real Python as srun would on node 1: the embedded
     modules load, the engine command is exec'd (a stand-in python3 that records its argv and env)."""
-    plan, script = example_script(inferops_nccl_env={}, inferops_slurm_shared_dir=str(tmp_path / "shared"))
+    plan, script = plan_and_script(inferops_nccl_env={}, inferops_slurm_shared_dir=str(tmp_path / "shared"))
     slurm = plan["slurm"]
     launcher = script.split("<<'INFEROPS_LAUNCHER'\n", 1)[1].split("\nINFEROPS_LAUNCHER\n", 1)[0]
     (tmp_path / "launch.py").write_text(launcher, encoding="utf-8")
@@ -402,7 +410,7 @@ def test_the_waiter_reads_the_job_from_squeue(squeue, running, status):
 def test_the_filter_picks_the_named_or_default_partition():
     from ansible_collections.inferops.cluster.plugins.filter.slurm import slurm_partition_problem
 
-    plan, _ = example_script()
+    plan = example_plan()
     other = GPU_PARTITION.replace("PartitionName=inferops", "PartitionName=debug").replace("Default=YES", "Default=NO")
     lmsys = GPU_PARTITION.replace("PartitionName=inferops", "PartitionName=lmsys.org").replace(
         "Default=YES", "Default=NO"
