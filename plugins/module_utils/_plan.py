@@ -38,6 +38,7 @@ from ansible_collections.inferops.cluster.plugins.module_utils._monitoring impor
     NODE_DISABLED as NODE_MONITORING_DISABLED,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
+from ansible_collections.inferops.cluster.plugins.module_utils._slurm import slurm_spec
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
     hub_secret_env,
     runtime_spec,
@@ -1065,6 +1066,7 @@ def build_plan(
     plan["monitoring"] = MONITORING_DISABLED
     if monitoring:
         plan["monitoring"] = _monitoring(specs, plan, monitoring_host, grafana, outside or {})
+    plan["slurm"] = slurm_spec(hostvars, plan)  # None unless inferops_runtime: slurm (_slurm.py)
     return plan
 
 

@@ -153,6 +153,39 @@ def docker_rank_state(inspect_json: str) -> dict[str, Any]:
     }
 
 
+SLURM_PENDING = ("PENDING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED")
+
+
+def slurm_rank_state(job_id: str, squeue: str) -> dict[str, Any]:
+    """``squeue -h -j ID -o '%T|%S'`` (state|start time) into the same shape; no line: the job has ended."""
+    line = next((ln.strip() for ln in squeue.splitlines() if ln.strip()), "")
+    state, _sep, started = line.partition("|")
+    state = state.upper()
+    if not state:
+        status = "absent (the job left the queue: ended, cancelled or failed)"
+    elif state == "RUNNING" or state in SLURM_PENDING:
+        status = state.lower()
+    else:  # COMPLETING, COMPLETED, FAILED, CANCELLED, TIMEOUT, NODE_FAIL ...: over
+        status = f"exited ({state.lower()})"
+    return {
+        "running": state == "RUNNING",
+        "status": status,
+        "instance": str(job_id) if state == "RUNNING" else "",
+        "restarts": 0,
+        "started": started if state == "RUNNING" else "",
+        "result": "",
+    }
+
+
+def read_text(path: str) -> str:
+    """A log file's text ('' while it does not exist yet)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
 def find_ready_line(engine: str, log_text: str) -> str | None:
     """The first log line holding the engine's ready line, or None."""
     needle = READY_LINES[engine]

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.inferops.cluster.plugins.module_utils._argv import normalise_key
+from ansible_collections.inferops.cluster.plugins.module_utils._slurm import SLURM_VARIABLES
 
 # Inventory variables the runtime spec reads (the plan reads the rest: _plan / cluster_plan).
 SPEC_VARIABLES = (
@@ -38,9 +39,11 @@ SPEC_VARIABLES = (
     "inference_server_config_dir",
     # a secret: only whether it is set is read (HF_TOKEN in secret_env), never its value
     "inferops_hf_token",
+    # the slurm runtime's job (plugins/module_utils/_slurm.py)
+    *SLURM_VARIABLES,
 )
 
-RUNTIMES = ("docker", "systemd")
+RUNTIMES = ("docker", "systemd", "slurm")  # slurm: the replica as one sbatch job (_slurm.py)
 DEFAULT_RUNTIME = "docker"  # the seeds run Docker; the lab sets systemd explicitly
 PULL_POLICIES = ("missing", "always", "never")
 DEFAULTS: dict[str, Any] = {
@@ -240,6 +243,8 @@ def spec_warnings(node_vars: Mapping[str, Any], node_plan: Mapping[str, Any]) ->
     """What the plan accepts but a person must see: a GPU node of a multi-node replica on TCP."""
     rdma = (node_plan.get("runtime") or {}).get("rdma") or {}
     pins = node_vars.get("inferops_nccl_env") or {}
+    if (node_plan.get("runtime") or {}).get("kind") == "slurm":
+        return []  # resolved inside the job, on each node, from sysfs (_slurm_launch)
     if node_plan.get("device") != "cuda" or node_plan.get("nnodes", 1) < 2 or rdma.get("enabled"):
         return []  # not a GPU node, one node (NVLink/P2P only), or RDMA wired
     if "NCCL_IB_DISABLE" in pins:
@@ -262,6 +267,7 @@ def runtime_spec(node_vars: Mapping[str, Any], node_plan: Mapping[str, Any]) -> 
     if kind not in RUNTIMES:
         _fail(host, "inferops_runtime", f"unknown runtime {kind!r}; choose one of {list(RUNTIMES)}")
     docker = kind == "docker"
+    slurm = kind == "slurm"  # no unit, no container: srun runs the engine from the venv or the image (pyxis)
     ray = node_plan.get("mode") == "ray"
     cuda = node_plan.get("device") == "cuda"
 
@@ -288,14 +294,14 @@ def runtime_spec(node_vars: Mapping[str, Any], node_plan: Mapping[str, Any]) -> 
     config_dir = _abs_path(host, "inference_server_config_dir", _get(node_vars, "inference_server_config_dir"))
     return {
         "kind": kind,
-        "unit": None if docker else f"{unit}.service",
-        "ray_unit": f"{unit}-ray.service" if ray and not docker else None,
+        "unit": None if docker or slurm else f"{unit}.service",
+        "ray_unit": f"{unit}-ray.service" if ray and not (docker or slurm) else None,
         "container": container if docker else None,
         "ray_container": f"{container}-ray" if ray and docker else None,
         "venv": None if docker else str(_get(node_vars, "inference_server_venv")),
         "package": None if docker else str(package),
         "version": None if docker else str(node_vars.get("inferops_engine_version") or ""),
-        "image": (str(image) if image else "") if docker else None,
+        "image": (str(image) if image else "") if docker else (str(image) if slurm and image else None),
         "image_pull": pull if docker else None,
         "model_dir": model_dir,
         "model_source": source,
@@ -323,7 +329,10 @@ def spec_table(plan: Mapping[str, Any]) -> list[str]:
             docker = rt["kind"] == "docker"
             runs = [rt["container"] if docker else rt["unit"]] if node["argv"] else []
             runs += [rt["ray_container"] if docker else rt["ray_unit"]] if node["ray_argv"] else []
-            if docker:
+            if rt["kind"] == "slurm":  # a rank slot: srun runs it on the allocation's node SLURM_NODEID
+                runs = [f"srun task on node {node['node_rank']} of the job"]
+                what = f"image {rt['image']} (pyxis)" if rt["image"] else f"venv {rt['venv']} ({rt['package']})"
+            elif docker:
                 what = f"image {rt['image'] or '(unset)'} (pull {rt['image_pull']})"
             else:
                 what = f"venv {rt['venv']} ({rt['package']}{'==' + rt['version'] if rt['version'] else ''})"

@@ -29,7 +29,7 @@ options:
   runtime:
     description: How the rank runs (the node spec's C(inferops_node.runtime.kind)).
     type: str
-    choices: [systemd, docker]
+    choices: [systemd, docker, slurm]
     required: true
   unit:
     description: Systemd unit of the rank (C(inferops_node.runtime.unit)); required with O(runtime=systemd).
@@ -37,6 +37,17 @@ options:
   container:
     description: Container of the rank (C(inferops_node.runtime.container)); required with O(runtime=docker).
     type: str
+  job_id:
+    description:
+      - Slurm job of the replica (O(runtime=slurm)); the rank is alive while C(squeue) shows the job RUNNING.
+    type: str
+  log_files:
+    description:
+      - With O(runtime=slurm), the rank's output files on the shared filesystem (the job's C(%x_%j_node0.out)
+        and C(.err)), read for the ready line and shown on failure.
+    type: list
+    elements: path
+    default: []
   is_head:
     description: Whether this rank is the replica's head (only the head's log holds the ready line).
     type: bool
@@ -179,8 +190,10 @@ from ansible_collections.inferops.cluster.plugins.module_utils._readiness import
     health_probe,
     models_probe,
     parse_systemctl_show,
+    read_text,
     ready_line_probe,
     select_phases,
+    slurm_rank_state,
     systemd_rank_state,
     tail,
     time_to_ready,
@@ -197,13 +210,18 @@ class Rank:
         self.runtime = module.params["runtime"]
         self.unit = module.params["unit"]
         self.container = module.params["container"]
+        self.job_id = module.params["job_id"]
+        self.log_files = module.params["log_files"]
         self.state: dict[str, Any] = {}
 
     def _run(self, argv: list[str]) -> tuple[int, str, str]:
         return self.module.run_command(argv, check_rc=False)
 
     def rank_state(self) -> dict[str, Any]:
-        if self.runtime == "systemd":
+        if self.runtime == "slurm":
+            _rc, out, _err = self._run(["squeue", "-h", "-j", str(self.job_id), "-o", "%T|%S"])
+            self.state = slurm_rank_state(self.job_id, out)
+        elif self.runtime == "systemd":
             rc, out, _err = self._run(["systemctl", "show", self.unit, "--timestamp=unix", "-p", SYSTEMD_PROPS])
             if rc != 0:  # systemd older than 248 has no --timestamp
                 _rc, out, _err = self._run(["systemctl", "show", self.unit, "-p", SYSTEMD_PROPS])
@@ -215,6 +233,8 @@ class Rank:
 
     def read_log(self) -> str:
         """The log of the rank's current run only (a ready line from an earlier run must not count)."""
+        if self.runtime == "slurm":  # the job's own output files: this run only
+            return "".join(read_text(path) for path in self.log_files)
         if self.runtime == "systemd":
             instance = self.state.get("instance") or self.rank_state().get("instance")
             if not instance:
@@ -262,9 +282,11 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "engine": {"type": "str", "required": True, "choices": ["vllm", "sglang"]},
-            "runtime": {"type": "str", "required": True, "choices": ["systemd", "docker"]},
+            "runtime": {"type": "str", "required": True, "choices": ["systemd", "docker", "slurm"]},
             "unit": {"type": "str"},
             "container": {"type": "str"},
+            "job_id": {"type": "str"},
+            "log_files": {"type": "list", "elements": "path", "default": []},
             "is_head": {"type": "bool", "default": True},
             "api_url": {"type": "str", "required": True},
             "served_model_name": {"type": "str", "required": True},
@@ -279,7 +301,11 @@ def main() -> None:
             "validate_certs": {"type": "bool", "default": True},
             "ca_path": {"type": "path"},
         },
-        required_if=[("runtime", "systemd", ("unit",)), ("runtime", "docker", ("container",))],
+        required_if=[
+            ("runtime", "systemd", ("unit",)),
+            ("runtime", "docker", ("container",)),
+            ("runtime", "slurm", ("job_id",)),
+        ],
         supports_check_mode=True,
     )
     params = module.params
