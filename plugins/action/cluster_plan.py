@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -18,6 +19,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.inferops.cluster.plugins.module_utils._firewall import FIREWALL_VARIABLES, add_firewall
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
     PLAN_FACTS,
     PLAN_VARIABLES,
@@ -66,6 +68,15 @@ def write_plan(path: str, plan: dict[str, Any]) -> bool:
     return True
 
 
+def resolve(name: str) -> list[str]:
+    """NAME's addresses as the controller resolves them (the firewall's sources); [] when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
 def api_key_digest(key: Any) -> str:
     """sha256 hex of the key ("" when unset): lets the plan compare keys without holding one."""
     return hashlib.sha256(to_text(key).encode("utf-8")).hexdigest() if key else ""
@@ -99,7 +110,11 @@ class ActionModule(ActionBase):
             if heads_only:
                 collected[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
                 continue
-            values = {name: templar.template(raw[name]) for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in raw}
+            values = {
+                name: templar.template(raw[name])
+                for name in (*PLAN_VARIABLES, *SPEC_VARIABLES, *FIREWALL_VARIABLES)
+                if name in raw
+            }
             key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
             values["inferops_api_key"] = bool(key)
             values["inferops_api_key_digest"] = api_key_digest(key)
@@ -117,7 +132,15 @@ class ActionModule(ActionBase):
             else:
                 # inferops_router_host may name any host of the inventory, not only a serving node
                 all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]
-                result.update(changed=False, plan=build_plan(collected, all_hosts))
+                plan = build_plan(collected, all_hosts)
+                # the router host may be outside the serving group: its address too, for the firewall's sources
+                others = {}
+                for name in {hv.get("inferops_router_host") for hv in collected.values()} - set(collected) - {None, ""}:
+                    raw = hostvars.raw_get(name) if name in hostvars else {}
+                    templar = self._templar.copy_with_new_env(available_variables=raw)
+                    others[name] = {k: templar.template(raw[k]) for k in ("inferops_address", "ansible_host") if k in raw}
+                add_firewall(plan, collected, others, resolve)
+                result.update(changed=False, plan=plan)
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None
         if args.get("output") and not heads_only:
