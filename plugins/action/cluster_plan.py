@@ -138,7 +138,9 @@ class ActionModule(ActionBase):
                 for name in {hv.get("inferops_router_host") for hv in collected.values()} - set(collected) - {None, ""}:
                     raw = hostvars.raw_get(name) if name in hostvars else {}
                     templar = self._templar.copy_with_new_env(available_variables=raw)
-                    others[name] = {k: templar.template(raw[k]) for k in ("inferops_address", "ansible_host") if k in raw}
+                    others[name] = {
+                        k: templar.template(raw[k]) for k in ("inferops_address", "ansible_host") if k in raw
+                    }
                 add_firewall(plan, collected, others, resolve)
                 result.update(changed=False, plan=plan)
         except PlanError as exc:

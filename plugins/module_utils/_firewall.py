@@ -116,7 +116,9 @@ def networks(host: str, variable: str, value: Any) -> list[str]:
         try:
             net = ipaddress.ip_network(str(item).strip(), strict=False)
         except ValueError:
-            raise PlanError(host, variable, f"{item!r} is not an address or CIDR (names are not allowed here)") from None
+            raise PlanError(
+                host, variable, f"{item!r} is not an address or CIDR (names are not allowed here)"
+            ) from None
         out.append(str(net))
     return out
 
@@ -224,7 +226,9 @@ def _add_open_webui(plan: dict[str, Any], hostvars: Mapping[str, Mapping[str, An
         listens = plan["hosts"][host]["listens"]
         for name, other in listens.items():
             if other == port:
-                raise PlanError(host, "open_webui_port", f"port {port} is used by both {name} and open_webui on this host")
+                raise PlanError(
+                    host, "open_webui_port", f"port {port} is used by both {name} and open_webui on this host"
+                )
         listens["open_webui"] = port
 
 

@@ -96,7 +96,12 @@ def test_the_router_port_on_a_serving_node_is_for_clients_and_monitoring():
     assert rules["router"]["ports"] == "30000"
     assert rules["router"]["from"] == ["10.0.0.1", "192.168.50.0/24"]
     # r1's API from the router host (gpu1, resolved), monitoring (the same host) and r1's own nodes
-    assert rules_by_name(plan["hosts"]["gpu3"]["firewall"])["api"]["from"] == ["10.0.0.1", "10.0.1.3", "10.0.1.4", "fd00::3"]
+    assert rules_by_name(plan["hosts"]["gpu3"]["firewall"])["api"]["from"] == [
+        "10.0.0.1",
+        "10.0.1.3",
+        "10.0.1.4",
+        "fd00::3",
+    ]
 
 
 def test_every_class_of_source():
@@ -174,7 +179,7 @@ def test_the_plan_refuses_an_api_port_equal_to_ansible_port():
 
 
 def test_a_port_without_sources_is_a_bug_not_an_open_port():
-    with pytest.raises(ValueError, match="no entry in _firewall.PORT_SOURCES"):
+    with pytest.raises(ValueError, match=r"no entry in _firewall\.PORT_SOURCES"):
         node_rules("n1", {"mystery": 1234}, {}, routed=False)
 
 
@@ -214,7 +219,9 @@ def test_open_webui_on_the_router_host_is_for_clients_only():
     rule = rules_by_name(plan["hosts"]["gpu1"]["firewall"])["open_webui"]
     assert rule["from"] == ["192.168.50.0/24"]
     hostvars["gpu1"]["open_webui_port"] = 30000  # the router's port
-    with pytest.raises(PlanError, match=r"host gpu1: open_webui_port: port 30000 is used by both router and open_webui"):
+    with pytest.raises(
+        PlanError, match=r"host gpu1: open_webui_port: port 30000 is used by both router and open_webui"
+    ):
         planned(hostvars)
     hostvars["gpu1"]["open_webui_port"] = 22
     with pytest.raises(PlanError, match=r"host gpu1: open_webui_port: port 22 is the controller's"):
