@@ -147,6 +147,15 @@ for address, port, http in targets:
                     row[name] = r.status
             except urllib.error.HTTPError as e:
                 row[name] = e.code
+        # vLLM's SageMaker route runs a completion without the key (docs/operations.md): recorded, not asserted
+        req = urllib.request.Request(f"http://{address}:{port}/invocations", method="POST",
+                                     data=json.dumps({"prompt": "hi", "max_tokens": 1}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                row["invocations_no_key"] = r.status
+        except urllib.error.HTTPError as e:
+            row["invocations_no_key"] = e.code
     out.append(row)
 print(json.dumps(out))
 """
