@@ -161,7 +161,7 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     run = ansible_playbook("site.yml", "-i", str(inv), "-e", f"plan_output={out}", "--tags", "plan", timeout=300)
     assert run.returncode == 0, run.stdout[-4000:]
     rdma = statuses(run.stdout, "Read the RDMA devices and the interface that reaches the head (once per run and head)")
-    assert len(rdma) == 7 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 7 phases (bench is off)
+    assert len(rdma) == 8 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 8 phases (firewall; no bench)
     assert set(statuses(run.stdout, "Read the GPUs (once per run, again while none was found)")) == {"skipping"}
     plan = json.loads(out.read_text())
     assert plan["hosts"]["cpu1"]["head_address"] == address
