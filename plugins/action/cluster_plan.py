@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from typing import Any
 
 from ansible.errors import AnsibleActionFail
@@ -18,6 +19,7 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.inferops.cluster.plugins.module_utils._firewall import FIREWALL_VARIABLES, add_firewall
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
     PLAN_FACTS,
     PLAN_VARIABLES,
@@ -66,6 +68,15 @@ def write_plan(path: str, plan: dict[str, Any]) -> bool:
     return True
 
 
+def resolve(name: str) -> list[str]:
+    """NAME's addresses as the controller resolves them (the firewall's sources); [] when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
 def api_key_digest(key: Any) -> str:
     """sha256 hex of the key ("" when unset): lets the plan compare keys without holding one."""
     return hashlib.sha256(to_text(key).encode("utf-8")).hexdigest() if key else ""
@@ -88,7 +99,8 @@ class ActionModule(ActionBase):
                 continue  # the plan names it in its error
             raw = hostvars.raw_get(host)
             templar = self._templar.copy_with_new_env(available_variables=raw)
-            outside[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
+            names = [*PLAN_VARIABLES, "ansible_host"]
+            outside[host] = {name: templar.template(raw[name]) for name in names if name in raw}
         return outside
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -114,7 +126,11 @@ class ActionModule(ActionBase):
             if heads_only:
                 collected[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
                 continue
-            values = {name: templar.template(raw[name]) for name in (*PLAN_VARIABLES, *SPEC_VARIABLES) if name in raw}
+            values = {
+                name: templar.template(raw[name])
+                for name in (*PLAN_VARIABLES, *SPEC_VARIABLES, *FIREWALL_VARIABLES)
+                if name in raw
+            }
             key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
             values["inferops_api_key"] = bool(key)
             values["inferops_api_key_digest"] = api_key_digest(key)
@@ -133,8 +149,11 @@ class ActionModule(ActionBase):
                 # inferops_router_host may name any host of the inventory, not only a serving node
                 all_hosts = [*task_vars.get("groups", {}).get("all", []), *hosts]
                 monitoring_group = task_vars.get("groups", {}).get("inferops_monitoring") or []
+                # router / monitoring hosts outside the serving group: their ports and addresses (firewall sources)
                 outside = self._outside_vars(hostvars, collected, monitoring_group)
-                result.update(changed=False, plan=build_plan(collected, all_hosts, monitoring_group, outside))
+                plan = build_plan(collected, all_hosts, monitoring_group, outside)
+                add_firewall(plan, collected, outside, resolve)
+                result.update(changed=False, plan=plan)
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None
         if args.get("output") and not heads_only:

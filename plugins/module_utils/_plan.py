@@ -110,6 +110,7 @@ PLAN_VARIABLES = (
     "inferops_ray_dashboard_port",
     "inferops_router_port",
     "inferops_router_host",
+    "inferops_api_allowed_networks",
     "inferops_docker_bridge_networks",
     "inferops_rdma",
     "inferops_gpu",

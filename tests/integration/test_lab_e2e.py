@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -119,6 +120,128 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     assert f"----- {head} (rank 0), last" in failed.stdout
     assert f"----- {follower} (rank 1), last" in failed.stdout
     assert "inferops-engine.service: Main process exited, code=killed" in failed.stdout
+
+
+# A TCP connection from a probe: "open", "rejected" (the firewall's icmp admin-prohibited: EHOSTUNREACH) or "closed"
+# (nothing listens: ECONNREFUSED); then, for "http" targets, the status of GET /v1/models without and with the key.
+PROBE = r"""
+import errno, json, socket, sys, urllib.request, urllib.error
+targets, key = json.loads(sys.argv[1]), sys.argv[2]
+out = []
+for address, port, http in targets:
+    s = socket.socket(); s.settimeout(5)
+    try:
+        s.connect((address, port)); state = "open"
+    except OSError as e:
+        state = {errno.EHOSTUNREACH: "rejected", errno.ECONNREFUSED: "closed"}.get(e.errno, f"error {e.errno}")
+    finally:
+        s.close()
+    row = {"address": address, "port": port, "state": state}
+    if http and state == "open":
+        for name, path, auth in (("no_key", "/v1/models", None), ("key", "/v1/models", key),
+                                 ("health_no_key", "/health", None)):
+            req = urllib.request.Request(f"http://{address}:{port}{path}",
+                                         headers={"Authorization": f"Bearer {auth}"} if auth else {})
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    row[name] = r.status
+            except urllib.error.HTTPError as e:
+                row[name] = e.code
+        # vLLM's SageMaker route runs a completion without the key (docs/operations.md): recorded, not asserted
+        req = urllib.request.Request(f"http://{address}:{port}/invocations", method="POST",
+                                     data=json.dumps({"prompt": "hi", "max_tokens": 1}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                row["invocations_no_key"] = r.status
+        except urllib.error.HTTPError as e:
+            row["invocations_no_key"] = e.code
+    out.append(row)
+print(json.dumps(out))
+"""
+
+
+def lab_network(node: str) -> str:
+    networks = json.loads(docker_exec_host("docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", node))
+    return next(iter(networks))
+
+
+def docker_exec_host(*argv: str) -> str:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=True).stdout.strip()
+
+
+def probe_from(where: list[str], targets: list[tuple[str, int, bool]], key: str) -> dict[tuple[str, int], dict]:
+    """Run PROBE with WHERE (a docker exec into a node, a fresh container, or the controller's python)."""
+    out = subprocess.run([*where, "-c", PROBE, json.dumps(targets), key], capture_output=True, text=True, check=True)
+    return {(row["address"], row["port"]): row for row in json.loads(out.stdout)}
+
+
+def test_closed_by_default_only_the_api_answers_and_only_with_the_key(lab, tmp_path):
+    """site.yml's firewall (the plan's inferops_node.firewall in nft): from a container on the lab's network that is
+    no node of the replica, no plan port answers; from the controller (the lab's client network) only the API port
+    answers, 401 without the key and 200 with it; the replica's own nodes still reach the rendezvous ports."""
+    inv = str(lab)
+    hosts = yaml.safe_load((lab / "hosts.yml").read_text())["all"]["children"]["inferops_nodes"]["hosts"]
+    head, follower = sorted(hosts)
+    key = yaml.safe_load((lab / "group_vars" / "all" / "secrets.yml").read_text())["inferops_api_key"]
+    active = [
+        subprocess.run(
+            ["docker", "exec", n, "systemctl", "is-active", "inferops-engine.service"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()
+        for n in sorted(hosts)
+    ]  # fmt: skip
+    if active != ["active", "active"]:  # alone (-k), or after the dead-rank test: serve first
+        ansible(PLAYBOOK, "-i", inv)
+    plan_file = tmp_path / "plan.json"
+    ansible("site.yml", "-i", inv, "--tags", "plan", "-e", f"plan_output={plan_file}")
+    plan = json.loads(plan_file.read_text())
+    report = [f"# nft list table inet inferops, after {PLAYBOOK} on the lab"]
+    targets: list[tuple[str, int, bool]] = []
+    for node in (head, follower):
+        spec = plan["hosts"][node]
+        assert {r["name"] for r in spec["firewall"]} >= {"ssh", "ephemeral", *spec["listens"]}
+        rules = docker_exec(node, "nft", "list", "table", "inet", "inferops")
+        report += [f"## {node} ({spec['address']}), listens {spec['listens']}", rules, ""]
+        for name, port in spec["listens"].items():
+            targets.append((spec["address"], port, name == "api"))
+        # a real listener in the kernel's ephemeral range (vLLM's ZMQ / gloo sockets), else the range's first port
+        low, high = (int(p) for p in docker_exec(node, "cat", "/proc/sys/net/ipv4/ip_local_port_range").split())
+        listening = sorted(
+            int(line.split()[3].rsplit(":", 1)[1])
+            for line in docker_exec(node, "ss", "-Hltn").splitlines()
+            if not line.split()[3].startswith(("127.", "[::1]"))
+        )
+        sample = next((p for p in listening if low <= p <= high), low)
+        targets.append((spec["address"], sample, False))
+        assert f"tcp dport {low}-{high} ip saddr" in rules  # the node's own range, filled in by the role
+    outsider = probe_from(
+        ["docker", "run", "--rm", "--network", lab_network(head), "inferops-lab:bookworm", "python3"], targets, key
+    )
+    client = probe_from([sys.executable], targets, key)
+    peer = probe_from(["docker", "exec", follower, "python3"], targets, key)
+    lines = ["# probes: address port -> outsider (lab network, not a node) | controller (client) | follower (peer)"]
+    for address, port, _http in targets:
+        lines.append(
+            f"{address}:{port}  outsider={outsider[address, port]}  client={client[address, port]}  "
+            f"peer={peer[address, port]}"
+        )
+    report += lines
+    out_dir = ROOT / "out"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "firewall-lab.txt").write_text("\n".join(report) + "\n")
+    print("\n".join(report))
+    api = (plan["hosts"][head]["address"], plan["hosts"][head]["listens"]["api"])
+    for row in outsider.values():
+        assert row["state"] == "rejected", row  # nothing of the plan answers a non-client outside the replica
+    for target, row in client.items():
+        if target == api:
+            assert row["state"] == "open" and row["no_key"] == 401 and row["key"] == 200, row
+        else:
+            assert row["state"] == "rejected", row
+    master = (plan["hosts"][head]["address"], plan["hosts"][head]["listens"]["master"])
+    assert peer[master]["state"] == "open"  # the replica's own rendezvous still works
+    assert peer[api]["state"] == "open"
 
 
 # Every playbook that plans (tests/integration/test_plan_step.py runs the same list on fixture facts).

@@ -162,7 +162,7 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
     run = ansible_playbook("site.yml", "-i", str(inv), "-e", f"plan_output={out}", "--tags", "plan", timeout=300)
     assert run.returncode == 0, run.stdout[-4000:]
     rdma = statuses(run.stdout, "Read the RDMA devices and the interface that reaches the head (once per run and head)")
-    assert len(rdma) == 8 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 8 phases (bench is off)
+    assert len(rdma) == 9 and rdma[0] == "ok" and set(rdma[1:]) == {"skipping"}, rdma  # 9 phases (no bench)
     assert set(statuses(run.stdout, "Read the GPUs (once per run, again while none was found)")) == {"skipping"}
     plan = json.loads(out.read_text())
     assert plan["hosts"]["cpu1"]["head_address"] == address
@@ -182,7 +182,8 @@ def test_facts_are_gathered_once_per_run(tmp_path: Path) -> None:
 def test_router_host_outside_the_serving_group(roce, tmp_path: Path) -> None:
     """inferops_router_host may name any inventory host: the action passes every host of the inventory."""
     inv = tmp_path / "inv"
-    hosts = {"all": {"children": {"inferops_nodes": {"hosts": HOSTS}, "gateways": {"hosts": {"gw1": None}}}}}
+    gateway = {"gw1": {"ansible_host": "10.63.65.1"}}
+    hosts = {"all": {"children": {"inferops_nodes": {"hosts": HOSTS}, "gateways": {"hosts": gateway}}}}
     (inv / "group_vars").mkdir(parents=True)
     (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (inv / "group_vars" / "all.yml").write_text(yaml.safe_dump({**COMMON, "inferops_router_host": "gw1"}))
@@ -191,7 +192,17 @@ def test_router_host_outside_the_serving_group(roce, tmp_path: Path) -> None:
         "playbooks/plan.yml", "-i", str(inv), "-e", f"plan_facts_dir={roce[1]}", "-e", f"plan_output={out}"
     )
     assert run.returncode == 0, run.stdout[-3000:]
-    assert set(json.loads(out.read_text())["hosts"]) == set(HOSTS)
+    plan = json.loads(out.read_text())
+    assert set(plan["hosts"]) == set(HOSTS)
+    # the router host's address (read by the action although gw1 is no serving node) may reach each head's API
+    api = next(rule for rule in plan["hosts"]["gpu1"]["firewall"] if rule["name"] == "api")
+    assert "10.63.65.1" in api["from"]
+    # a router host whose name does not resolve on the controller fails the plan, naming host and variable
+    gateway["gw1"]["ansible_host"] = "gw1.invalid"
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    run = ansible_playbook("playbooks/plan.yml", "-i", str(inv), "-e", f"plan_facts_dir={roce[1]}")
+    assert run.returncode != 0
+    assert "host gw1: ansible_host: 'gw1.invalid' does not resolve" in " ".join(run.stdout.split())
 
 
 def test_a_one_node_replica_reads_no_route(tmp_path: Path) -> None:
