@@ -21,6 +21,12 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     normalise_key,
     render_flags,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import (
+    SettingsError,
+    read_settings,
+    replica_spec,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import node_spec as healer_node_spec
 from ansible_collections.inferops.cluster.plugins.module_utils._nccl import NcclEnvError, derive_nccl_env
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
     hub_secret_env,
@@ -33,7 +39,15 @@ from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
 DEVICES = ("cuda", "cpu")
-DEFAULT_PORTS = {"api": 8000, "dist_init": 30000, "master": 29500, "ray": 6379, "ray_dashboard": 8265, "router": 30000}
+DEFAULT_PORTS = {
+    "api": 8000,
+    "dist_init": 30000,
+    "master": 29500,
+    "ray": 6379,
+    "ray_dashboard": 8265,
+    "router": 30000,
+    "healer": 8390,
+}
 # The Ray dashboard accepts job submissions without authentication: the head's loopback unless asked.
 DEFAULT_RAY_DASHBOARD_HOST = "127.0.0.1"
 DEFAULT_DOCKER_BRIDGES = ("172.17.0.0/16",)
@@ -854,7 +868,7 @@ def _host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> dict[str, int]:
+def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool, healer: bool = False) -> dict[str, int]:
     used = {"api": node.ports["api"]} if rank == 0 else {}  # only rank 0 serves HTTP
     if node.engine == "sglang" and nnodes > 1 and rank == 0:
         used["dist_init"] = node.ports["dist_init"]
@@ -865,6 +879,8 @@ def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> d
         used["ray_dashboard"] = node.ports["ray_dashboard"]
     if hosts_router:
         used["router"] = node.ports["router"]
+    if healer:
+        used["healer"] = node.ports["healer"]  # issue 14: the supervisor (head) or agent (followers)
     return used
 
 
@@ -875,7 +891,17 @@ _PORT_VARIABLES = {
     "ray": "inferops_ray_port",
     "ray_dashboard": "inferops_ray_dashboard_port",
     "router": "inferops_router_port",
+    "healer": "inferops_healer_port",
 }
+
+
+def _healer_settings(host: str, hv: Mapping[str, Any]) -> dict[str, Any]:
+    """issue 14: the healer's settings of one host (module_utils/_healer.py); the head's inferops_healer
+    switches it for its whole replica."""
+    try:
+        return read_settings(hv)
+    except SettingsError as exc:
+        raise PlanError(host, exc.variable, str(exc)) from None
 
 
 def _check_ports(host: str, used: dict[str, int]) -> None:
@@ -900,6 +926,9 @@ def _environment(node: NodeSpec, head: NodeSpec) -> dict[str, str]:
     else:
         env["SGLANG_HOST_IP"] = node.address
     env["HOST_IP"] = node.address
+    # issue 14: a crashing rank prints the Python frames of the fault (SIGSEGV, SIGILL, SIGABRT), the
+    # cause the healer quotes; the inventory's inferops_env may still override it
+    env["PYTHONFAULTHANDLER"] = "1"
     if node.mode == "ray":
         env["RAY_ADDRESS"] = _host_port(head.address, head.ports["ray"])
     env.update(node.extra_env)
@@ -943,8 +972,12 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         par = _parallel(name, head, nnodes)
         api_url = f"http://{_host_port(head.address, head.ports['api'])}"
         peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
+        healer_settings = {n.host: _healer_settings(n.host, hostvars[n.host]) for n in ordered}
         for rank, node in enumerate(ordered):
-            used = _used_ports(node, rank, nnodes, node.host in router_hosts)
+            runs_engine = bool(_engine_argv(node, rank, nnodes, head, par))
+            used = _used_ports(
+                node, rank, nnodes, node.host in router_hosts, healer_settings[head.host]["enabled"] and runs_engine
+            )
             _check_ports(node.host, used)
             secret_env: list[str] = []
             if node.api_key_set:
@@ -987,6 +1020,11 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                 "served_model_name": node.served_model_name,
             }
             plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
+            plan_hosts[node.host]["healer"] = healer_node_spec(
+                {**healer_settings[node.host], "enabled": healer_settings[head.host]["enabled"]},
+                plan_hosts[node.host],
+                node.ports["healer"],
+            )
             plan_hosts[node.host]["warnings"] = [
                 *spec_warnings(hostvars[node.host], plan_hosts[node.host]),
                 *_api_warnings(node, plan_hosts[node.host]["serves_api"]),
@@ -1001,6 +1039,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
             "engine": head.engine,
             "mode": head.mode,
             "served_model_name": head.served_model_name,
+            "healer": replica_spec(plan_hosts[head.host]["healer"]),
         }
     _check_routers(ranked)
     _check_api_keys(ranked)
