@@ -16,6 +16,7 @@ The supervisor (on the head) keeps its state in <state_dir>/state.json, the agen
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -29,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _healer  # noqa: E402  (installed beside this file by the inference_server role)
+import _healer
 
 
 def log(message: str) -> None:
@@ -114,10 +115,8 @@ class Rank:
         /dev/shm (a systemd unit's RemoveIPC=yes does this for the native runtime)."""
         for pattern in self.runtime.get("shm_patterns", []):
             for path in Path("/dev/shm").glob(pattern):
-                try:
+                with contextlib.suppress(OSError):
                     path.unlink()
-                except OSError:
-                    pass
 
 
 class Healer:
@@ -254,12 +253,8 @@ class Healer:
             # the engine's order (roles/inference_server/tasks/service.yml): every rank stops, then all start
             with ThreadPoolExecutor(max_workers=len(self.spec["ranks"])) as pool:
                 list(pool.map(lambda r: send(r, "stop"), self.spec["ranks"]))
-                started = dict(
-                    zip(
-                        [r["host"] for r in self.spec["ranks"]],
-                        pool.map(lambda r: send(r, "start"), self.spec["ranks"]),
-                    )
-                )
+                hosts = [r["host"] for r in self.spec["ranks"]]
+                started = dict(zip(hosts, pool.map(lambda r: send(r, "start"), self.spec["ranks"]), strict=True))
         except RuntimeError as exc:
             log(f"generation {generation}: restart failed: {exc}")
             sup.restart_failed(time.time(), str(exc))
@@ -276,7 +271,7 @@ class Healer:
             began = time.monotonic()
             try:
                 self.step()
-            except Exception as exc:  # noqa: BLE001  (the supervisor must outlive any one bad step)
+            except Exception as exc:
                 log(f"step failed: {exc!r}")
             write_json(self.state_file, sup.state)
             time.sleep(max(0.0, interval - (time.monotonic() - began)))
@@ -317,7 +312,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         healer = self.healer
         if self.path == "/health":
             if healer.supervisor:
@@ -330,7 +325,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/control":
             self._send(404, {"error": "not found"})
             return
@@ -348,7 +343,7 @@ def main() -> int:
     spec = json.loads(Path(sys.argv[1]).read_text())
     healer = Healer(spec)
     Handler.healer = healer
-    server = ThreadingHTTPServer(("0.0.0.0", spec["port"]), Handler)  # noqa: S104  (the firewall limits it to peers)
+    server = ThreadingHTTPServer(("0.0.0.0", spec["port"]), Handler)
     log(f"inferops healer: {spec['role']} of replica {spec['replica']} on port {spec['port']}")
     if healer.supervisor:
         threading.Thread(target=healer.loop, daemon=True).start()

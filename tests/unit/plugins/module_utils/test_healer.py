@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ansible_collections.inferops.cluster.plugins.module_utils import _healer as h
 from ansible_collections.inferops.cluster.plugins.module_utils._plan import PlanError, build_plan
 
