@@ -348,6 +348,14 @@ class Supervisor:
         return f"rank {verb}: " + "; ".join(parts)
 
 
+def in_router(state: Mapping[str, Any]) -> bool:
+    """Whether the replica belongs in the router: it serves (ready), or it is busy (suspect while its
+    token counter rises, failures reset to 0). Out from the first failed probe of an idle replica, so the
+    router stops sending to it within one probe interval (docs/healing.md)."""
+    phase = state.get("phase")
+    return phase == "ready" or (phase == "suspect" and state.get("failures", 0) == 0)
+
+
 def status_line(state: Mapping[str, Any] | None, paused: bool = False) -> str:
     """What status.yml shows for a replica: ready / starting / restarting (N, last error ...) / gave up (...)."""
     if not state:

@@ -904,6 +904,15 @@ def _healer_settings(host: str, hv: Mapping[str, Any]) -> dict[str, Any]:
         raise PlanError(host, exc.variable, str(exc)) from None
 
 
+def _healer_router(head: NodeSpec, specs: list[NodeSpec], api_url: str) -> dict[str, Any] | None:
+    """issue 14: the router the supervisor takes its replica out of (and back into): its API at the router
+    host's plan address when the router runs on a node of the plan, else at the host's name."""
+    if not head.router_host:
+        return None
+    address = next((s.address for s in specs if s.host == head.router_host), head.router_host)
+    return {"host": head.router_host, "url": f"http://{_host_port(address, head.ports['router'])}", "worker": api_url}
+
+
 def _check_ports(host: str, used: dict[str, int]) -> None:
     seen: dict[int, str] = {}
     for service, port in used.items():
@@ -1024,6 +1033,7 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
                 {**healer_settings[node.host], "enabled": healer_settings[head.host]["enabled"]},
                 plan_hosts[node.host],
                 node.ports["healer"],
+                _healer_router(head, specs, api_url),
             )
             plan_hosts[node.host]["warnings"] = [
                 *spec_warnings(hostvars[node.host], plan_hosts[node.host]),

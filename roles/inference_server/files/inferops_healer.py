@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _day2  # the router's worker list, as roles/router reads it
 import _healer
 
 
@@ -130,6 +131,7 @@ class Healer:
         agent = json.loads(read_text(str(self.agent_file)) or "{}")
         self.generation = int(agent.get("generation", 0))
         self.supervisor: _healer.Supervisor | None = None
+        self.router_member: bool | None = None  # unknown at start: the first step syncs it
         if spec["role"] == "supervisor":
             saved = json.loads(read_text(str(self.state_file)) or "null")
             self.supervisor = _healer.Supervisor(spec, saved, time.time())
@@ -264,6 +266,36 @@ class Healer:
         sup.restarted(time.time(), {h: s.get("id") for h, s in started.items()})
         log(f"generation {generation}: every rank started")
 
+    def sync_router(self) -> None:
+        """Take the replica out of the router when it stops serving, put it back once it serves (the router's
+        own /health check would keep a dead vLLM: its /health answers 200)."""
+        router = self.spec.get("router")
+        want = _healer.in_router(self.supervisor.state)
+        if not router or want == self.router_member or self.paused():
+            return
+        key = self._api_key()
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        try:
+            with urllib.request.urlopen(
+                urllib.request.Request(router["url"] + "/workers", headers=headers), timeout=10
+            ) as resp:
+                ids = _day2.router_worker_ids(json.load(resp), router["worker"])
+            if want and not ids:
+                body = json.dumps({"url": router["worker"]}).encode()
+                urllib.request.urlopen(
+                    urllib.request.Request(router["url"] + "/workers", data=body, headers=headers), timeout=10
+                ).close()
+            for worker in [] if want else ids:
+                urllib.request.urlopen(
+                    urllib.request.Request(f"{router['url']}/workers/{worker}", headers=headers, method="DELETE"),
+                    timeout=10,
+                ).close()
+        except (OSError, ValueError) as exc:
+            log(f"router {router['url']}: could not {'add' if want else 'remove'} {router['worker']}: {exc}")
+            return
+        log(f"router {router['url']}: {'added' if want else 'removed'} {router['worker']}")
+        self.router_member = want
+
     def loop(self) -> None:
         sup = self.supervisor
         interval = self.spec["probe"]["interval"]
@@ -271,6 +303,7 @@ class Healer:
             began = time.monotonic()
             try:
                 self.step()
+                self.sync_router()
             except Exception as exc:
                 log(f"step failed: {exc!r}")
             write_json(self.state_file, sup.state)

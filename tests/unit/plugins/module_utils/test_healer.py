@@ -430,3 +430,21 @@ def test_plan_rejects_bad_healer_settings_naming_host_and_variable(extra, variab
         build_plan(two_nodes(**extra))
     assert err.value.variable == variable
     assert err.value.host == "n1"
+
+
+def test_in_router_only_while_serving_or_busy():
+    assert h.in_router({"phase": "ready"}) is True
+    assert h.in_router({"phase": "suspect", "failures": 0}) is True  # slow probes, tokens rising: busy
+    assert h.in_router({"phase": "suspect", "failures": 1}) is False  # out from the first failed probe
+    for phase in ("starting", "dead", "restarting", "gave_up"):
+        assert h.in_router({"phase": phase}) is False
+
+
+def test_plan_names_the_router_the_supervisor_updates():
+    plan = build_plan(two_nodes(inferops_router_host="n2"))
+    assert plan["hosts"]["n1"]["healer"]["router"] == {
+        "host": "n2",
+        "url": "http://10.0.0.2:30000",
+        "worker": "http://10.0.0.1:8000",
+    }
+    assert plan["hosts"]["n2"]["healer"]["router"] is None  # agents never talk to the router
