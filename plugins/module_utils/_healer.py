@@ -376,10 +376,9 @@ def status_line(state: Mapping[str, Any] | None, paused: bool = False) -> str:
 
 # --- what the daemon reads and runs ---------------------------------------------------------------
 
-_FATAL_START = re.compile(
-    r"(Fatal Python error: .*|Traceback \(most recent call last\):|"
-    r".*(?:killed by signal|code=killed, status=\S+|died unexpectedly|Segmentation fault|core dumped|"
-    r"EngineDeadError|Illegal instruction).*)"
+_FATAL_LINE = re.compile(
+    r"killed by signal|code=killed, status=\S+|died unexpectedly|Segmentation fault|core dumped|EngineDeadError|"
+    r"Illegal instruction"
 )
 _NOISE = re.compile(r"nanobind: leaked|leaked \d+ (?:instances|types|functions)|resource_tracker|There appear to be")
 
@@ -388,32 +387,34 @@ def first_fatal_error(log: str, limit: int = 400) -> str | None:
     """The first fatal error in a rank's log: a Python traceback (its last line, the exception), a
     ``Fatal Python error`` (with the first frame the fault handler printed), or a kill by a signal;
     shutdown noise (nanobind leak reports) is skipped. None when nothing fatal is there."""
-    lines = [line for line in log.splitlines() if not _NOISE.search(line)]
-    for index, line in enumerate(lines):
-        match = _FATAL_START.search(line)
-        if not match:
-            continue
-        text = match.group(1)
-        if text.startswith("Traceback"):
+    lines = [_strip_prefix(line) for line in log.splitlines() if not _NOISE.search(line)]
+    for index, body in enumerate(lines):
+        if body.startswith("Traceback (most recent call last):"):
             # the exception line ends the traceback: the first line after it that is not indented
             for follow in lines[index + 1 :]:
-                body = _strip_prefix(follow)
-                if body and not body.startswith((" ", "\t", "Traceback")):
-                    return body[:limit]
+                if follow and not follow.startswith((" ", "\t", "Traceback")):
+                    return follow[:limit]
             continue
-        if text.startswith("Fatal Python error"):
-            frame = next((_strip_prefix(f).strip() for f in lines[index + 1 : index + 8] if 'File "' in f), "")
-            return (text.strip() + (f" at {frame}" if frame else ""))[:limit]
-        return _strip_prefix(text).strip()[:limit]
+        if body.startswith("Fatal Python error"):
+            frame = next((f.strip() for f in lines[index + 1 : index + 8] if f.strip().startswith('File "')), "")
+            return (body.strip() + (f" at {frame}" if frame else ""))[:limit]
+        if _FATAL_LINE.search(body):
+            return body.strip()[:limit]
     return None
 
 
 _JOURNAL_PREFIX = re.compile(r"^(?:\w{3} \d+ [\d:]+ \S+ \S+?(?:\[\d+\])?: |\S+T[\d:.+-]+ \S+ \S+?(?:\[\d+\])?: )")
 
 
+# vLLM's logger: "(EngineCore pid=3338) ERROR 12-01 14:35:37 [core.py:1512] " before every line of a traceback
+_ENGINE_PREFIX = re.compile(
+    r"^(?:\(\w+ pid=\d+\) )?(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d\d-\d\d [\d:]+ \[[^\]]*\] ?"
+)
+
+
 def _strip_prefix(line: str) -> str:
-    """A journal line without its 'Mon DD HH:MM:SS host ident[pid]: ' prefix."""
-    return _JOURNAL_PREFIX.sub("", line, count=1)
+    """A log line without the journal's 'Mon DD HH:MM:SS host ident[pid]: ' and the engine logger's prefix."""
+    return _ENGINE_PREFIX.sub("", _JOURNAL_PREFIX.sub("", line, count=1), count=1)
 
 
 def token_count(metrics: str, names: tuple[str, ...] | list[str]) -> float | None:
