@@ -367,7 +367,9 @@ def status_line(state: Mapping[str, Any] | None, paused: bool = False) -> str:
         return f"ready (generation {state.get('generation', 0)}, {state.get('total_restarts', 0)} restarts)" + suffix
     if phase == "gave_up":
         return f"gave up ({error})" + suffix
-    if phase in ("restarting", "dead") or (phase == "starting" and state.get("restarts")):
+    if phase in ("restarting", "dead"):  # the restart about to run: the streak's Nth
+        return f"restarting ({state.get('restarts', 0) + 1}, last error {error})" + suffix
+    if phase == "starting" and state.get("restarts"):  # the streak's Nth restart is starting
         return f"restarting ({state.get('restarts', 0)}, last error {error})" + suffix
     if phase == "suspect":
         return f"suspect ({state.get('failures', 0)} failed probes, last error {error})" + suffix
@@ -524,10 +526,22 @@ def parse_state(runtime: Mapping[str, Any], rc: int, out: str) -> dict[str, Any]
     }
 
 
-def log_command(runtime: Mapping[str, Any], lines: int = 400) -> list[str]:
+def log_command(runtime: Mapping[str, Any], engine_id: str | None, lines: int = 3000) -> list[str]:
+    """This start's log only (engine_id from parse_state): the engine's output and systemd's lines about it
+    (the signal that killed it), or the container's output since it started."""
     if runtime["kind"] == "docker":
-        return ["docker", "logs", "--tail", str(lines), runtime["container"]]
-    return ["journalctl", "--unit", runtime["unit"], "--lines", str(lines), "--no-pager", "--output", "short"]
+        since = ["--since", engine_id] if engine_id else []
+        return ["docker", "logs", "--tail", str(lines), *since, runtime["container"]]
+    match = [f"_SYSTEMD_INVOCATION_ID={engine_id}", "+", f"INVOCATION_ID={engine_id}"] if engine_id else []
+    return [
+        "journalctl",
+        *(match or ["--unit", runtime["unit"]]),
+        "--lines",
+        str(lines),
+        "--no-pager",
+        "--output",
+        "short",
+    ]
 
 
 def pause_active(text: str | None, now: float) -> bool:

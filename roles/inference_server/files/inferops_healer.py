@@ -72,16 +72,12 @@ class Rank:
         rc, out = run(_healer.state_command(self.runtime), timeout=20)
         state = _healer.parse_state(self.runtime, rc, out)
         if with_log or not state["active"]:
-            state["fatal"] = self.fatal()
+            state["fatal"] = self.fatal(state["id"])
         return state
 
-    def fatal(self) -> str | None:
-        rc, out = run(_healer.log_command(self.runtime), timeout=20)
-        if rc != 0:
-            return None
-        # only this start's lines: after systemd's last "Started" line for the unit
-        marker = out.rfind("systemd[1]: Started ")
-        return _healer.first_fatal_error(out[out.find("\n", marker) + 1 :] if marker >= 0 else out)
+    def fatal(self, engine_id: str | None) -> str | None:
+        rc, out = run(_healer.log_command(self.runtime, engine_id), timeout=30)
+        return _healer.first_fatal_error(out) if rc == 0 else None
 
     def stop(self) -> None:
         with self.lock:

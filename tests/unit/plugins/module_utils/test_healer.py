@@ -190,7 +190,7 @@ def test_restart_failed_counts_and_backs_off():
     assert sup.restart_failed(10, "n2: the agent did not answer") is None
     assert sup.state["phase"] == "restarting"
     assert sup.state["next_restart_at"] == 20
-    assert h.status_line(sup.state) == "restarting (1, last error n2: the agent did not answer)"
+    assert h.status_line(sup.state) == "restarting (2, last error n2: the agent did not answer)"  # the 2nd attempt
 
 
 def test_state_survives_a_daemon_restart():
@@ -358,6 +358,20 @@ def test_parse_state():
     }
     assert h.parse_state(DOCKER, 1, "Error: No such object")["state"] == "absent"
     assert h.parse_state(DOCKER, 0, "exited 2026-12-01T14:00:00.1Z")["active"] is False
+
+
+def test_log_command_reads_only_this_start():
+    assert h.log_command(SYSTEMD, "abc")[:4] == ["journalctl", "_SYSTEMD_INVOCATION_ID=abc", "+", "INVOCATION_ID=abc"]
+    assert h.log_command(SYSTEMD, None)[:3] == ["journalctl", "--unit", "inferops-engine.service"]
+    assert h.log_command(DOCKER, "2026-12-01T14:00:00Z") == [
+        "docker",
+        "logs",
+        "--tail",
+        "3000",
+        "--since",
+        "2026-12-01T14:00:00Z",
+        "inferops-engine",
+    ]
 
 
 def test_pause_file_expires():
