@@ -251,8 +251,8 @@ class Healer:
             # the engine's order (roles/inference_server/tasks/service.yml): every rank stops, then all start
             with ThreadPoolExecutor(max_workers=len(self.spec["ranks"])) as pool:
                 list(pool.map(lambda r: send(r, "stop"), self.spec["ranks"]))
-                hosts = [r["host"] for r in self.spec["ranks"]]
-                started = dict(zip(hosts, pool.map(lambda r: send(r, "start"), self.spec["ranks"]), strict=True))
+                states = list(pool.map(lambda r: send(r, "start"), self.spec["ranks"]))
+                started = {rank["host"]: state for rank, state in zip(self.spec["ranks"], states)}  # noqa: B905
         except RuntimeError as exc:
             log(f"generation {generation}: restart failed: {exc}")
             sup.restart_failed(time.time(), str(exc))
