@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark (not a test): mean time to recovery of a healed replica on the lab, beside its cold start.
 
     .venv/bin/python scripts/bench-heal.py INVENTORY_DIR [--kills 10] [--cold 2] [--out FILE.json]
