@@ -44,6 +44,8 @@ SETTINGS = {
     "inferops_healer_stable_after": ("stable_after", 120, 0),
     "inferops_healer_stop_timeout": ("stop_timeout", 60, 1),
 }
+# Every inventory variable the healer's part of the plan reads (the plan step templates only these)
+VARIABLES = ("inferops_healer", *SETTINGS)
 # The engines' generated-token counters (Prometheus text from the head's /metrics)
 TOKEN_COUNTERS = {
     "vllm": ("vllm:generation_tokens_total", "vllm:generation_tokens"),

@@ -22,6 +22,9 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     render_flags,
 )
 from ansible_collections.inferops.cluster.plugins.module_utils._healer import (
+    VARIABLES as HEALER_VARIABLES,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import (
     SettingsError,
     read_settings,
     replica_spec,
@@ -99,6 +102,8 @@ PLAN_VARIABLES = (
     "inferops_ray_dashboard_port",
     "inferops_router_port",
     "inferops_router_host",
+    "inferops_healer_port",
+    *HEALER_VARIABLES,
     "inferops_docker_bridge_networks",
     "inferops_rdma",
     "inferops_gpu",

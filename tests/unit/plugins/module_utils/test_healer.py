@@ -475,3 +475,11 @@ def test_plan_names_the_router_the_supervisor_updates():
         "worker": "http://10.0.0.1:8000",
     }
     assert plan["hosts"]["n2"]["healer"]["router"] is None  # agents never talk to the router
+
+
+def test_the_plan_step_collects_every_healer_variable():
+    """The cluster_plan action templates only PLAN_VARIABLES: a healer setting missing there is silently ignored
+    (found on the lab: the inventory's inferops_healer_give_up_after never reached the node)."""
+    from ansible_collections.inferops.cluster.plugins.module_utils._plan import PLAN_VARIABLES
+
+    assert set(h.VARIABLES) | {"inferops_healer_port"} <= set(PLAN_VARIABLES)
