@@ -395,9 +395,11 @@ def first_fatal_error(log: str, limit: int = 400) -> str | None:
     for index, body in enumerate(lines):
         if body.startswith("Traceback (most recent call last):"):
             # the exception line ends the traceback: the first line after it that is not indented
-            for follow in lines[index + 1 :]:
+            for at, follow in enumerate(lines[index + 1 :], start=index + 1):
                 if follow and not follow.startswith((" ", "\t", "Traceback")):
-                    return follow[:limit]
+                    # an exception whose message goes on over indented lines (pydantic's ValidationError)
+                    more = [m.strip() for m in lines[at + 1 : at + 3] if m.startswith((" ", "\t")) and m.strip()]
+                    return " ".join([follow, *more[:1]])[:limit]
             continue
         if body.startswith("Fatal Python error"):
             frame = next((f.strip() for f in lines[index + 1 : index + 8] if f.strip().startswith('File "')), "")

@@ -233,6 +233,12 @@ def test_backoff_delay(restarts, expected):
         ),
         # the lab follower's journal: a whole start, then `systemctl kill --signal=SIGKILL`
         ("follower-sigkill.journal", "inferops-engine.service: Main process exited, code=killed, status=9/KILL"),
+        # the lab follower whose model directory was made unreadable: pydantic's message goes on on the next line
+        (
+            "follower-model-unreadable.journal",
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error for ModelConfig Value error, Invalid "
+            "repository ID or local directory specified: '/opt/inferops/models/tiny-llama'.",
+        ),
         # the lab head's journal once a request reached it after the follower died: vLLM's prefixed tracebacks,
         # EngineDeadError, then 60 lines of nanobind shutdown noise; the cause is the gloo connection to the peer
         (
