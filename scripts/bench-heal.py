@@ -2,9 +2,11 @@
 
     .venv/bin/python scripts/bench-heal.py INVENTORY_DIR [--kills 10] [--cold 2] [--out FILE.json]
 
-For each kill (alternating follower and head): SIGKILL the rank's engine unit, then time until a chat completion
-through the head answers (no playbook runs: the healer restarts the replica). Cold start, measured the same way:
-with the healer paused, stop both ranks, start both, time until a completion answers. Prints a Markdown table
+Cold start first (measured like a kill): with the healer paused, stop both ranks, start both, time until a
+completion answers. Then for each kill (alternating follower and head): SIGKILL the rank's engine unit, then
+time until a chat completion through the head answers (no playbook runs: the healer restarts the replica).
+Each kill waits for the healer's restart streak to end (set inferops_healer_stable_after: 0 on the lab, else
+the backoff grows kill after kill). Prints a Markdown table
 (median and max) and writes the raw numbers as JSON.
 """
 
@@ -71,20 +73,10 @@ def main() -> int:
     api_url, healer_url = f"http://{address}:8000", f"http://{address}:8390"
     results: dict = {"kills": [], "cold": []}
 
-    for index in range(args.kills):
-        node = follower if index % 2 == 0 else head
-        until_served(
-            api_url, key, time.monotonic(), args.timeout, lambda: healer_state(healer_url)["state"]["phase"] == "ready"
-        )
-        generation = healer_state(healer_url)["generation"]
-        started = time.monotonic()
-        sh(node, "systemctl", "kill", "--signal=SIGKILL", UNIT)
-        seconds = until_served(
-            api_url, key, started, args.timeout, lambda gen=generation: healer_state(healer_url)["generation"] > gen
-        )
-        results["kills"].append({"rank": "head" if node == head else "follower", "seconds": round(seconds, 1)})
-        print(f"kill {index + 1} ({results['kills'][-1]['rank']}): served again after {seconds:.1f} s", flush=True)
-        args.out.write_text(json.dumps(results, indent=1))
+    def ready_and_stable() -> bool:
+        # a kill per restart streak: with inferops_healer_stable_after 0 the streak ends at the first good probe
+        state = healer_state(healer_url)["state"]
+        return state["phase"] == "ready" and state["restarts"] == 0
 
     for index in range(args.cold):
         sh(head, "sh", "-c", f"echo $(( $(date +%s) + {int(args.timeout) + 300} )) > /var/lib/inferops/healer/paused")
@@ -99,6 +91,19 @@ def main() -> int:
             sh(head, "rm", "-f", "/var/lib/inferops/healer/paused")
         results["cold"].append({"seconds": round(seconds, 1)})
         print(f"cold start {index + 1}: served after {seconds:.1f} s", flush=True)
+        args.out.write_text(json.dumps(results, indent=1))
+
+    for index in range(args.kills):
+        node = follower if index % 2 == 0 else head
+        until_served(api_url, key, time.monotonic(), args.timeout, ready_and_stable)
+        generation = healer_state(healer_url)["generation"]
+        started = time.monotonic()
+        sh(node, "systemctl", "kill", "--signal=SIGKILL", UNIT)
+        seconds = until_served(
+            api_url, key, started, args.timeout, lambda gen=generation: healer_state(healer_url)["generation"] > gen
+        )
+        results["kills"].append({"rank": "head" if node == head else "follower", "seconds": round(seconds, 1)})
+        print(f"kill {index + 1} ({results['kills'][-1]['rank']}): served again after {seconds:.1f} s", flush=True)
         args.out.write_text(json.dumps(results, indent=1))
 
     def row(name: str, values: list[float]) -> str:
