@@ -3,7 +3,7 @@
 
 The same file runs in two places: on the controller, where the plan (``_plan.py``) calls
 ``read_settings``/``node_spec`` to put ``inferops_node.healer`` in the node spec, and on the nodes,
-where the role copies it next to the daemon (``roles/inference_server/files/inferops_healer.py``),
+where the role copies it next to the daemon (``roles/inference_server/files/healerd.py``),
 which imports it. It must import nothing but the standard library.
 
 One supervisor per replica runs on its head: it probes a real generation through the head's API,

@@ -1,5 +1,5 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""inferops healer daemon (issue 14): python3 inferops_healer.py /etc/inferops/healer.json
+"""inferops healer daemon (issue 14): python3 healerd.py /etc/inferops/healer.json
 
 Standard library only. The decision is module_utils/_healer.py, installed beside this file; this
 file only observes (probe, metrics, the ranks' engine states), acts (stop and start the ranks) and
