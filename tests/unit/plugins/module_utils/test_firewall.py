@@ -76,7 +76,8 @@ def test_without_a_router_the_heads_api_is_the_public_endpoint():
     }
     follower = rules_by_name(plan["hosts"]["gpu2"]["firewall"])
     # rank 1 serves nothing of the engine's; its node exporter only to the monitoring host (the first head)
-    assert sorted(follower) == ["ephemeral", "node_exporter", "ssh"]
+    assert sorted(follower) == ["ephemeral", "healer", "node_exporter", "ssh"]
+    assert follower["healer"]["from"] == ["10.0.0.1", "10.0.0.2"]  # the replica's supervisor and agents
     assert follower["node_exporter"]["from"] == ["10.0.0.1"]
     # r1: inferops_address wins over ansible_host, and a name with an IPv6 address gives both families
     r1 = rules_by_name(plan["hosts"]["gpu3"]["firewall"])
