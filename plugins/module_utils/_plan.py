@@ -1035,7 +1035,9 @@ def build_plan(hostvars: Mapping[str, Mapping[str, Any]], all_hosts: Iterable[st
         }
     _check_routers(ranked)
     _check_api_keys(ranked)
-    routers = {name: (nodes[0].router_host, nodes[0].ports["router"]) for name, nodes in ranked.items() if nodes[0].router_host}
+    routers = {
+        name: (nodes[0].router_host, nodes[0].ports["router"]) for name, nodes in ranked.items() if nodes[0].router_host
+    }
     return {
         "version": PLAN_VERSION,
         "replicas": plan_replicas,

@@ -82,8 +82,8 @@ def endpoint(
 ) -> dict[str, Any]:
     """``inferops_plan.endpoint``: what clients outside the cluster use.
 
-    ``routers``: replica name -> (router host, router port). The first replica's router when it has one (URL on the router's
-    address and port; https when the replica's nodes have a certificate), else the first replica's head
+    ``routers``: replica name -> (router host, router port). The first replica's router when it has one (URL on
+    the router's address and port; https when the replica's nodes have a certificate), else the first replica's head
     (its api_url, https when it terminates TLS). ``ca_file`` is the CA's path on the nodes (None: the system's
     trust store, or no TLS); ``cert_file``/``key_file`` where the terminating host keeps its certificate.
     """

@@ -53,7 +53,7 @@ def test_launch_argv_wraps_python_module_commands_only_when_a_placeholder_is_the
 
 
 def test_launch_argv_refuses_what_it_cannot_keep_off_the_command_line():
-    with pytest.raises(ValueError, match="INFEROPS_API_KEY.*cannot be launched"):
+    with pytest.raises(ValueError, match=r"INFEROPS_API_KEY.*cannot be launched"):
         launch_argv(["/usr/bin/engine", "--api-key", "${INFEROPS_API_KEY}"], ["INFEROPS_API_KEY"])
 
 
