@@ -97,7 +97,15 @@ class Cluster:
         self.addresses: dict[str, str] = {}
         self.verbose_lines: dict[str, int] = {}  # playbook runs at -vvv: lines of output scanned
 
-    def playbook(self, name: str, *extra: str, inventory: Path | None = None, check: bool = False, vvv: bool = False):
+    def playbook(
+        self,
+        name: str,
+        *extra: str,
+        inventory: Path | None = None,
+        check: bool = False,
+        vvv: bool = False,
+        timeout: int = 900,
+    ):
         proc = run(
             str(BIN / "ansible-playbook"),
             name if name.endswith("site.yml") else f"playbooks/{name}",
@@ -108,6 +116,7 @@ class Cluster:
             *(["-vvv"] if vvv else []),
             *extra,
             check=check,
+            timeout=timeout,
         )
         output = proc.stdout + proc.stderr
         found = leaks(output)
@@ -242,7 +251,8 @@ def cluster():
     try:
         lab.up()
         LAB_CA[:] = [lab.ca]
-        served = lab.playbook("site.yml", check=True, vvv=True)
+        # a fresh lab: site.yml installs the engine from the wheelhouse (minutes on a busy 2-core machine)
+        served = lab.playbook("site.yml", check=True, vvv=True, timeout=2400)
         print(served.stdout[-1500:])
         lab.playbook("firewall.yml", check=True)
         lab.playbook("router.yml", check=True, vvv=True)
