@@ -326,7 +326,7 @@ def test_status_reports_both_replicas_up(cluster):
     assert proc.returncode == 0, proc.stdout[-4000:]
     # the public endpoint, probed by status.yml over TLS verified with the lab CA
     endpoint = f"endpoint https://{cluster.addresses[NODES[0]]}:{ROUTER_PORT} (router, TLS verified with"
-    assert endpoint in proc.stdout and re.search(r"\): 200\s+OK", proc.stdout), proc.stdout[-3000:]
+    assert endpoint in proc.stdout and re.search(r"\):\s+200\s+OK", proc.stdout), proc.stdout[-3000:]
     table = [line for line in proc.stdout.splitlines() if re.search(rf"{LAB}-[12]\s+0\s+active/running", line)]
     assert len(table) == 2 and all("0.32.0" in line and " yes " in line for line in table), proc.stdout[-3000:]
     assert "replica r0" in proc.stdout and "all 2 replicas up" in proc.stdout
