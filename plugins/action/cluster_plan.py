@@ -28,7 +28,9 @@ from ansible_collections.inferops.cluster.plugins.module_utils._plan import (
     head_addresses,
     replica_sizes,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._secrets import header_value_problem
 from ansible_collections.inferops.cluster.plugins.module_utils._spec import SPEC_VARIABLES
+from ansible_collections.inferops.cluster.plugins.module_utils._tls import TLS_VARIABLES
 
 
 def read_saved_facts(facts_dir: str, host: str) -> dict[str, Any]:
@@ -82,6 +84,15 @@ def api_key_digest(key: Any) -> str:
     return hashlib.sha256(to_text(key).encode("utf-8")).hexdigest() if key else ""
 
 
+def secret_problems(host: str, values: dict[str, Any]) -> None:
+    """Refuse, before any host changes, a key or token that cannot reach the engine and its clients byte for
+    byte: they travel in HTTP headers (Authorization: Bearer ...). The message names the variable, never the value."""
+    for variable in ("inferops_api_key", "inferops_hf_token"):
+        problem = header_value_problem(variable, values.get(variable))
+        if problem:
+            raise PlanError(host, variable, problem.removeprefix(f"{variable} "))
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("group", "hosts", "facts_dir", "heads_only", "output"))
@@ -99,7 +110,7 @@ class ActionModule(ActionBase):
                 continue  # the plan names it in its error
             raw = hostvars.raw_get(host)
             templar = self._templar.copy_with_new_env(available_variables=raw)
-            names = [*PLAN_VARIABLES, "ansible_host"]
+            names = [n for n in (*PLAN_VARIABLES, "ansible_host") if n not in TLS_VARIABLES]  # never the PEM text
             outside[host] = {name: templar.template(raw[name]) for name in names if name in raw}
         return outside
 
@@ -123,15 +134,22 @@ class ActionModule(ActionBase):
             # One untemplated read per host; then template only the variables the plan reads (never every fact).
             raw = hostvars.raw_get(host)
             templar = self._templar.copy_with_new_env(available_variables=raw)
+            names = [name for name in PLAN_VARIABLES if name in raw and name not in TLS_VARIABLES]
             if heads_only:
-                collected[host] = {name: templar.template(raw[name]) for name in PLAN_VARIABLES if name in raw}
+                collected[host] = {name: templar.template(raw[name]) for name in names}
                 continue
             values = {
                 name: templar.template(raw[name])
-                for name in (*PLAN_VARIABLES, *SPEC_VARIABLES, *FIREWALL_VARIABLES)
+                for name in (*names, *SPEC_VARIABLES, *FIREWALL_VARIABLES)
                 if name in raw
             }
             key = templar.template(raw["inferops_api_key"]) if "inferops_api_key" in raw else None
+            try:
+                secret_problems(host, {"inferops_api_key": key, "inferops_hf_token": values.get("inferops_hf_token")})
+            except PlanError as exc:
+                raise AnsibleActionFail(f"cluster plan: {exc}") from None
+            # TLS: whether each is set (the key is a secret; the PEM texts are the roles' business)
+            values.update((name, bool(templar.template(raw[name]))) for name in TLS_VARIABLES if name in raw)
             values["inferops_api_key"] = bool(key)
             values["inferops_api_key_digest"] = api_key_digest(key)
             if "inferops_hf_token" in values:  # the plan reads only whether it is set: never hand it the token

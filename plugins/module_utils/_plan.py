@@ -55,6 +55,17 @@ from ansible_collections.inferops.cluster.plugins.module_utils._spec import (
     spec_table,
     spec_warnings,
 )
+from ansible_collections.inferops.cluster.plugins.module_utils._tls import (
+    MANAGED_FLAGS as _TLS_FLAGS,
+)
+from ansible_collections.inferops.cluster.plugins.module_utils._tls import (
+    TLS_VARIABLES,
+    endpoint,
+    engine_tls_argv,
+    node_tls,
+    read_tls,
+    tls_files,
+)
 
 PLAN_VERSION = 1
 ENGINES = {"vllm": ("native", "ray"), "sglang": ("native",)}
@@ -127,6 +138,9 @@ PLAN_VARIABLES = (
     "inferops_rdma",
     "inferops_gpu",
     *MONITORING_VARIABLES,
+    # TLS on the public endpoint (_tls.py): the action hands the plan whether each is set, never the PEM text
+    *TLS_VARIABLES,
+    "inference_server_config_dir",
 )
 # Facts the plan reads (gpu_facts, rdma_facts), from ansible_facts or from saved facts (plan_facts_dir).
 PLAN_FACTS = ("inferops_gpu", "inferops_rdma")
@@ -152,6 +166,7 @@ _MANAGED_FLAGS = {
         "served-model-name": "inferops_served_model_name",
         "api-key": "inferops_api_key",
         "distributed-executor-backend": "inferops_engine_mode",
+        **_TLS_FLAGS,
     },
     "sglang": {
         "tp-size": "inferops_tp",
@@ -174,6 +189,7 @@ _MANAGED_FLAGS = {
         "model": "inferops_model_path",
         "served-model-name": "inferops_served_model_name",
         "api-key": "inferops_api_key",
+        **_TLS_FLAGS,
     },
 }
 
@@ -222,6 +238,10 @@ class NodeSpec:
     router_host: str | None
     # sha256 hex of inferops_api_key (computed by the action); compared between replicas, never in the plan
     api_key_digest: str | None = field(default=None, repr=False)
+    # TLS (_tls.py): certificate and key set, CA set, where the roles write them
+    tls: bool = False
+    tls_ca: bool = False
+    tls_files: dict[str, str] = field(default_factory=dict)
 
 
 def natural_key(name: str) -> list[Any]:
@@ -500,6 +520,7 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
     served_model_name = hv.get("inferops_served_model_name") or model_path
     router_host = hv.get("inferops_router_host") or None
 
+    tls, tls_ca = read_tls(host, hv)
     return NodeSpec(
         host=host,
         replica=_replica(host, hv),
@@ -532,6 +553,9 @@ def read_node(host: str, hv: Mapping[str, Any]) -> NodeSpec:
         docker_bridges=_bridges(host, hv.get("inferops_docker_bridge_networks", DEFAULT_DOCKER_BRIDGES)),
         router_host=_text(host, "inferops_router_host", router_host) if router_host else None,
         api_key_digest=_api_key_digest(host, hv.get("inferops_api_key_digest")),
+        tls=tls,
+        tls_ca=tls_ca,
+        tls_files=tls_files(hv),
     )
 
 
@@ -666,6 +690,7 @@ _SAME_IN_REPLICA = (
     ("ep", "inferops_ep"),
     ("engine_args", "inferops_engine_args"),
     ("router_host", "inferops_router_host"),
+    ("tls", "inferops_tls_cert"),
 )
 
 
@@ -816,9 +841,11 @@ def engine_args_with_defaults(engine: str, args: Mapping[str, Any]) -> dict[str,
     return {**defaults, **args}
 
 
-def _engine_argv(node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int]) -> list[str]:
-    """The engine command line for one rank; the API key only as a placeholder."""
-    extra = render_flags(engine_args_with_defaults(node.engine, node.engine_args), node.engine)
+def _engine_argv(
+    node: NodeSpec, rank: int, nnodes: int, head: NodeSpec, par: dict[str, int], tls: Mapping[str, Any]
+) -> list[str]:
+    """The engine command line for one rank; the API key only as a placeholder; TLS files where it serves TLS."""
+    extra = engine_tls_argv(tls) + render_flags(engine_args_with_defaults(node.engine, node.engine_args), node.engine)
     if node.engine == "sglang":
         argv = ["python3", "-m", "sglang.launch_server", "--model-path", node.model_path]
         if node.served_model_name != node.model_path:
@@ -1021,11 +1048,15 @@ def build_plan(
             _check_address(node, node is head, nnodes, len(replicas))
         ranked[name] = ordered
         par = _parallel(name, head, nnodes)
-        api_url = f"http://{_host_port(head.address, head.ports['api'])}"
+        # the head terminates TLS when the replica has a certificate and no router (the router terminates it then)
+        head_tls = head.tls and not head.router_host
+        api_url = f"{'https' if head_tls else 'http'}://{_host_port(head.address, head.ports['api'])}"
         peers = [{"host": n.host, "address": n.address, "node_rank": r} for r, n in enumerate(ordered)]
         healer_settings = {n.host: _healer_settings(n.host, hostvars[n.host]) for n in ordered}
         for rank, node in enumerate(ordered):
-            runs_engine = bool(_engine_argv(node, rank, nnodes, head, par))
+            tls = node_tls(node.tls, node.tls_ca, head_tls and rank == 0, node.tls_files)
+            argv = _engine_argv(node, rank, nnodes, head, par, tls)
+            runs_engine = bool(argv)
             used = _used_ports(
                 node, rank, nnodes, node.host in router_hosts, healer_settings[head.host]["enabled"] and runs_engine
             )
@@ -1047,7 +1078,6 @@ def build_plan(
             if node.api_key_set:
                 secret_env = [SECRET_ENV_VLLM] if node.engine == "vllm" else [SECRET_ENV_GENERIC]
             secret_env += hub_secret_env(hostvars[node.host], node.engine_args)
-            argv = _engine_argv(node, rank, nnodes, head, par)
             plan_hosts[node.host] = {
                 "host": node.host,
                 "replica": name,
@@ -1083,6 +1113,7 @@ def build_plan(
                 "model_path": node.model_path,
                 "served_model_name": node.served_model_name,
                 "monitoring": node_mon,
+                "tls": tls,
             }
             plan_hosts[node.host]["runtime"] = runtime_spec(hostvars[node.host], plan_hosts[node.host])
             plan_hosts[node.host]["healer"] = healer_node_spec(
@@ -1115,6 +1146,10 @@ def build_plan(
     if monitoring:
         plan["monitoring"] = _monitoring(specs, plan, monitoring_host, grafana, outside or {})
     plan["slurm"] = slurm_spec(hostvars, plan)  # None unless inferops_runtime: slurm (_slurm.py)
+    replica_routers = {
+        name: (nodes[0].router_host, nodes[0].ports["router"]) for name, nodes in ranked.items() if nodes[0].router_host
+    }
+    plan["endpoint"] = endpoint(plan_replicas, plan_hosts, replica_routers)
     return plan
 
 

@@ -208,6 +208,9 @@ def _mounts(node_vars: Mapping[str, Any], node_plan: Mapping[str, Any], model_di
         value = str(env.get(name, "")).strip()
         if value.startswith("/"):
             candidates.append((f"env.{name}", posixpath.normpath(value), False))
+    tls = node_plan.get("tls") or {}
+    if tls.get("serves"):  # the certificate and key the head serves TLS with (written by the serving role)
+        candidates.append(("tls", posixpath.dirname(str(tls["cert_file"])), True))
     for origin, path, read_only in candidates:
         if any(_under(path, m["source"]) for m in mounts):
             continue  # inside the model directory or a path already mounted

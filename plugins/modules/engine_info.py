@@ -57,6 +57,11 @@ options:
   api_key:
     description: API key sent in the C(Authorization) header (as a bearer token) to I(api_url). Never logged.
     type: str
+  ca_path:
+    description:
+      - CA file to verify an https I(api_url) with (the plan's C(inferops_node.tls.ca_file)); unset, the system's
+        trust store. The certificate is always verified.
+    type: path
   probe_timeout:
     description: Seconds each probe request may take.
     type: float
@@ -192,7 +197,7 @@ def _engine_version(venv: str | None, package: str | None) -> str | None:
     return dist_info_version(names, package)
 
 
-def _fetcher(api_url: str, api_key: str | None, timeout: float):
+def _fetcher(api_url: str, api_key: str | None, timeout: float, ca_path: str | None = None):
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -200,7 +205,15 @@ def _fetcher(api_url: str, api_key: str | None, timeout: float):
     def fetch(method: str, path: str, body: dict | None) -> tuple[int, str]:
         data = json.dumps(body) if body is not None else None
         try:
-            resp = open_url(api_url.rstrip("/") + path, method=method, data=data, headers=headers, timeout=timeout)
+            resp = open_url(
+                api_url.rstrip("/") + path,
+                method=method,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+                validate_certs=True,
+                ca_path=ca_path,
+            )
             return resp.getcode(), resp.read().decode("utf-8", "replace")
         except HTTPError as exc:
             return exc.code, exc.read().decode("utf-8", "replace")
@@ -236,6 +249,7 @@ def main() -> None:
             "api_url": {"type": "str"},
             "served_model_name": {"type": "str"},
             "api_key": {"type": "str", "no_log": True},
+            "ca_path": {"type": "path"},
             "probe_timeout": {"type": "float", "default": 30},
         },
         required_if=[("runtime", "systemd", ("unit",)), ("runtime", "docker", ("container",))],
@@ -290,7 +304,7 @@ def main() -> None:
 
     result["ready"] = None
     if params["api_url"]:
-        fetch = _fetcher(params["api_url"], params["api_key"], params["probe_timeout"])
+        fetch = _fetcher(params["api_url"], params["api_key"], params["probe_timeout"], params["ca_path"])
         result["ready"], result["probes"] = probe_api(fetch, params["served_model_name"])
     module.exit_json(**result)
 

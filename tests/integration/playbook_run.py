@@ -16,16 +16,28 @@ ANSIBLE_PLAYBOOK = BIN / "ansible-playbook"
 
 
 def ansible(
-    *argv: str, timeout: float | None = 1800, venv_path: bool = False, env: Mapping[str, str] | None = None
+    *argv: str,
+    timeout: float | None = 1800,
+    venv_path: bool = False,
+    env: Mapping[str, str] | None = None,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """ARGV (ansible-playbook, ansible-vault, ...) in the repository root, output captured, never raising on a
-    failed run. venv_path puts the virtualenv's bin first on PATH; env adds or overrides variables."""
+    failed run. venv_path puts the virtualenv's bin first on PATH; env adds or overrides variables; input_text goes
+    to its stdin (a secret for ansible-vault encrypt_string, never on a command line)."""
     run_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     if venv_path:
         run_env["PATH"] = f"{BIN}:{os.environ.get('PATH', '')}"
     run_env.update(env or {})
     return subprocess.run(
-        list(argv), cwd=ROOT, env=run_env, capture_output=True, text=True, timeout=timeout, check=False
+        list(argv),
+        cwd=ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input=input_text,
     )
 
 

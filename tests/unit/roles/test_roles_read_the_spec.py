@@ -26,7 +26,18 @@ ROLES_DIR = Path(__file__).resolve().parents[3] / "roles"
 # open_webui run on hosts that may hold no node spec).
 # inferops_hf_token: a secret; the plan reads only whether it is set, roles write its value (download client,
 # the engine's 0600 secrets file) as they do inferops_api_key's.
-ALLOWED = frozenset({"inferops_router_host", "inferops_router_port", "inferops_hf_token"})
+# inferops_tls_cert / inferops_tls_key / inferops_tls_ca: PEM texts (the key a secret); the plan reads only whether
+# each is set and names the files (inferops_node.tls), the roles write the texts into them.
+ALLOWED = frozenset(
+    {
+        "inferops_router_host",
+        "inferops_router_port",
+        "inferops_hf_token",
+        "inferops_tls_cert",
+        "inferops_tls_key",
+        "inferops_tls_ca",
+    }
+)
 # Roles that write inventories rather than read them (the lab renders inventories/lab).
 EXEMPT_ROLES = frozenset({"lab"})
 
