@@ -170,7 +170,11 @@ class ActionModule(ActionBase):
                 # router / monitoring hosts outside the serving group: their ports and addresses (firewall sources)
                 outside = self._outside_vars(hostvars, collected, monitoring_group)
                 plan = build_plan(collected, all_hosts, monitoring_group, outside)
-                add_firewall(plan, collected, outside, resolve)
+                if plan.get("slurm") is None:
+                    add_firewall(plan, collected, outside, resolve)
+                else:  # rank slots, no addresses: Slurm's nodes are not Ansible's to firewall (docs/slurm.md)
+                    for node in plan["hosts"].values():
+                        node["firewall"] = []
                 result.update(changed=False, plan=plan)
         except PlanError as exc:
             raise AnsibleActionFail(f"cluster plan: {exc}") from None

@@ -38,8 +38,10 @@ PORT_SOURCES: dict[str, tuple[str, ...]] = {
     "node_exporter": ("monitoring",),
     "dcgm_exporter": ("monitoring",),
     "router_metrics": ("monitoring",),
-    "prometheus": ("monitoring", "clients"),
-    "alertmanager": ("monitoring", "clients"),
+    # Prometheus and Alertmanager have no authentication: the monitoring host and the cluster only (issue 16);
+    # Grafana has its own login and is for people
+    "prometheus": ("monitoring", "cluster"),
+    "alertmanager": ("monitoring", "cluster"),
     "grafana": ("monitoring", "clients"),
     # Open WebUI (roles/open_webui) on the router host, when open_webui_enabled there
     "open_webui": ("clients",),

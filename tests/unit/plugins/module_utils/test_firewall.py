@@ -130,8 +130,9 @@ def test_agreed_port_names_have_their_classes():
     assert PORT_SOURCES["healer"] == ("peers",)
     for name in ("node_exporter", "dcgm_exporter", "router_metrics"):
         assert PORT_SOURCES[name] == ("monitoring",)
-    for name in ("prometheus", "alertmanager", "grafana"):
-        assert set(PORT_SOURCES[name]) == {"monitoring", "clients"}
+    for name in ("prometheus", "alertmanager"):  # no authentication of their own: never the client networks
+        assert set(PORT_SOURCES[name]) == {"monitoring", "cluster"}
+    assert set(PORT_SOURCES["grafana"]) == {"monitoring", "clients"}
     assert PORT_SOURCES["ray_dashboard"] == ()  # loopback only
     sources = {"monitoring": ["10.0.7.7"], "clients": ["192.168.0.0/16"], "peers": ["10.0.0.1"]}
     rules = rules_by_name(node_rules("mon", {"grafana": 3000, "node_exporter": 9100}, sources, routed=True))
