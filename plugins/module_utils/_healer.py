@@ -134,6 +134,8 @@ def node_spec(
         },
         "probe": {
             "url": node["api_url"],
+            # a head serving HTTPS itself (inferops_tls_*): verified with the CA on the node (None: system store)
+            "ca_file": (node.get("tls") or {}).get("ca_file") if str(node["api_url"]).startswith("https") else None,
             "model": node["served_model_name"],
             "secrets_file": runtime.get("secrets_file") if node.get("secret_env") else None,
             "key_names": [n for n in node.get("secret_env", []) if n != "HF_TOKEN"],

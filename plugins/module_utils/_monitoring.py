@@ -117,7 +117,9 @@ def monitoring_plan(
         if "dcgm_exporter" in node_ports:
             targets["dcgm"].append({"target": _host_port(node["address"], node_ports["dcgm_exporter"]), **labels})
         if node["serves_api"]:
-            engine_target = {"target": _host_port(node["address"], node["ports"]["api"]), **labels}
+            # a head that terminates TLS itself (no router, inferops_tls_*) is scraped over https with the CA
+            scheme = "https" if (node.get("tls") or {}).get("serves") else "http"
+            engine_target = {"target": _host_port(node["address"], node["ports"]["api"]), "scheme": scheme, **labels}
             targets[node["engine"]].append(engine_target)
     targets["router"] = [
         {"target": _host_port(addr, port), "host": router} for router, (addr, port) in sorted(routers.items())

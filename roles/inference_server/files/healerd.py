@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
@@ -204,9 +205,11 @@ class Healer:
             headers["Authorization"] = f"Bearer {key}"
         body = json.dumps({"model": probe["model"], "prompt": "ping", "max_tokens": 1, "temperature": 0}).encode()
         request = urllib.request.Request(probe["url"] + "/v1/completions", data=body, headers=headers)
+        # https heads: verified with the plan's CA (never unverified)
+        context = ssl.create_default_context(cafile=probe.get("ca_file")) if probe["url"].startswith("https") else None
         status, text, error = None, "", None
         try:
-            with urllib.request.urlopen(request, timeout=probe["timeout"]) as resp:
+            with urllib.request.urlopen(request, timeout=probe["timeout"], context=context) as resp:
                 status, text = resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode(errors="replace")
@@ -216,7 +219,7 @@ class Healer:
         tokens = None
         try:
             metrics = urllib.request.Request(probe["url"] + "/metrics", headers=headers)
-            with urllib.request.urlopen(metrics, timeout=5) as resp:
+            with urllib.request.urlopen(metrics, timeout=5, context=context) as resp:
                 tokens = _healer.token_count(resp.read().decode(errors="replace"), probe["token_counters"])
         except (OSError, ValueError):
             pass

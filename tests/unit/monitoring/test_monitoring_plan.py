@@ -25,8 +25,10 @@ def test_default_host_is_first_head_and_targets_cover_every_job():
     assert mon["alertmanager_url"] == "http://10.0.0.1:9093"
     assert [t["target"] for t in mon["targets"]["node"]] == ["10.0.0.1:9100", "10.0.0.2:9100", "10.0.0.3:9100"]
     assert [t["target"] for t in mon["targets"]["dcgm"]] == ["10.0.0.1:9400", "10.0.0.2:9400", "10.0.0.3:9400"]
-    assert mon["targets"]["vllm"] == [{"target": "10.0.0.1:8000", "host": "a1", "replica": "a", "node_rank": 0}]
-    assert mon["targets"]["sglang"] == [{"target": "10.0.0.3:8000", "host": "b1", "replica": "b", "node_rank": 0}]
+    vllm = {"target": "10.0.0.1:8000", "scheme": "http", "host": "a1", "replica": "a", "node_rank": 0}
+    assert mon["targets"]["vllm"] == [vllm]
+    sglang = {"target": "10.0.0.3:8000", "scheme": "http", "host": "b1", "replica": "b", "node_rank": 0}
+    assert mon["targets"]["sglang"] == [sglang]
     assert {t["via"] for t in mon["targets"]["rdma"]} == {"textfile"}
     assert mon["targets"]["router"] == []
     assert plan["hosts"]["a1"]["listens"] == {
@@ -107,3 +109,14 @@ def test_bad_input_names_host_and_variable(hosts, kwargs, host, variable, words)
         build_plan(hv, **kwargs)
     assert (err.value.host, err.value.variable) == (host, variable)
     assert words in str(err.value)
+
+
+def test_a_head_serving_https_is_scraped_and_probed_over_https_with_the_ca():
+    tls = {"inferops_tls_cert": True, "inferops_tls_key": True, "inferops_tls_ca": True}
+    plan = build_plan(_hosts(**tls))
+    assert {t["scheme"] for t in plan["monitoring"]["targets"]["vllm"] + plan["monitoring"]["targets"]["sglang"]} == {
+        "https"
+    }
+    head = plan["hosts"]["a1"]
+    assert head["api_url"].startswith("https://")
+    assert head["healer"]["probe"]["ca_file"] == head["tls"]["ca_file"] is not None
