@@ -45,9 +45,10 @@ def completion(api_url: str, key: str) -> bool:
         return False
 
 
-def healer_state(url: str) -> dict:
-    with urllib.request.urlopen(f"{url}/state", timeout=30) as resp:
-        return json.load(resp)
+def healer_state(head: str) -> dict:
+    """The supervisor's state, asked on the head itself (the firewall opens the healer port to the replica only)."""
+    reader = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=30).read().decode())"
+    return json.loads(sh(head, "python3", "-c", reader, "http://127.0.0.1:8390/state"))
 
 
 def until_served(api_url: str, key: str, started: float, timeout: float, after=lambda: True) -> float:
@@ -70,12 +71,12 @@ def main() -> int:
     head, follower = sorted(hosts)
     address = hosts[head]["inferops_address"]
     key = yaml.safe_load((args.inventory / "group_vars" / "all" / "secrets.yml").read_text())["inferops_api_key"]
-    api_url, healer_url = f"http://{address}:8000", f"http://{address}:8390"
+    api_url = f"http://{address}:8000"
     results: dict = {"kills": [], "cold": []}
 
     def ready_and_stable() -> bool:
         # a kill per restart streak: with inferops_healer_stable_after 0 the streak ends at the first good probe
-        state = healer_state(healer_url)["state"]
+        state = healer_state(head)["state"]
         return state["phase"] == "ready" and state["restarts"] == 0
 
     for index in range(args.cold):
@@ -96,11 +97,11 @@ def main() -> int:
     for index in range(args.kills):
         node = follower if index % 2 == 0 else head
         until_served(api_url, key, time.monotonic(), args.timeout, ready_and_stable)
-        generation = healer_state(healer_url)["generation"]
+        generation = healer_state(head)["generation"]
         started = time.monotonic()
         sh(node, "systemctl", "kill", "--signal=SIGKILL", UNIT)
         seconds = until_served(
-            api_url, key, started, args.timeout, lambda gen=generation: healer_state(healer_url)["generation"] > gen
+            api_url, key, started, args.timeout, lambda gen=generation: healer_state(head)["generation"] > gen
         )
         results["kills"].append({"rank": "head" if node == head else "follower", "seconds": round(seconds, 1)})
         print(f"kill {index + 1} ({results['kills'][-1]['rank']}): served again after {seconds:.1f} s", flush=True)

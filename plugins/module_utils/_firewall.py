@@ -33,7 +33,8 @@ PORT_SOURCES: dict[str, tuple[str, ...]] = {
     "ray": ("peers",),
     # the Ray dashboard takes job submissions without authentication: loopback only (it listens there by default)
     "ray_dashboard": (),
-    "router": ("clients", "monitoring"),
+    # the cluster too: each replica's healer takes its head out of the router and back in (/workers)
+    "router": ("clients", "monitoring", "cluster"),
     "healer": ("peers",),
     "node_exporter": ("monitoring",),
     "dcgm_exporter": ("monitoring",),

@@ -93,11 +93,13 @@ def test_with_a_router_clients_reach_the_router_and_the_api_only_the_router_moni
     assert "router" in head["api"]["why"] and "monitoring" in head["api"]["why"]
 
 
-def test_the_router_port_on_a_serving_node_is_for_clients_and_monitoring():
+def test_the_router_port_on_a_serving_node_is_for_clients_monitoring_and_the_cluster():
     plan = planned(two_replicas(router="gpu1"), monitoring={"host": "gpu1", "address": "gpu1.example"})
     rules = rules_by_name(plan["hosts"]["gpu1"]["firewall"])
     assert rules["router"]["ports"] == "30000"
-    assert rules["router"]["from"] == ["10.0.0.1", "192.168.50.0/24"]
+    # clients, the monitoring host and every node (the healers manage their heads' membership)
+    cluster = ["10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.1.4", "fd00::3"]
+    assert set(rules["router"]["from"]) == {*cluster, "192.168.50.0/24"}
     # r1's API from the router host (gpu1, resolved), monitoring (the same host) and r1's own nodes
     assert rules_by_name(plan["hosts"]["gpu3"]["firewall"])["api"]["from"] == [
         "10.0.0.1",
