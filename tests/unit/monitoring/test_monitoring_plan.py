@@ -119,4 +119,5 @@ def test_a_head_serving_https_is_scraped_and_probed_over_https_with_the_ca():
     }
     head = plan["hosts"]["a1"]
     assert head["api_url"].startswith("https://")
-    assert head["healer"]["probe"]["ca_file"] == head["tls"]["ca_file"] is not None
+    assert head["tls"]["ca_file"] is not None
+    assert head["healer"]["probe"]["ca_file"] == head["tls"]["ca_file"]
