@@ -484,16 +484,23 @@ def test_teardown_leaves_nothing_listening(cluster):
     proc = cluster.playbook("teardown.yml")
     assert proc.returncode == 0, proc.stdout[-4000:]
     for node in NODES:
-        units = node_exec(node, "systemctl", "list-units", "--all", "--no-legend", "inferops-*").stdout
-        files = node_exec(node, "sh", "-c", "ls /etc/systemd/system | grep inferops || true").stdout
+        # the monitoring phase outlives the serving stack (docs/operations.md): its textfile collector stays
+        units = node_exec(
+            node, "sh", "-c", "systemctl list-units --all --no-legend 'inferops-*' | grep -v inferops-textfile || true"
+        ).stdout
+        files = node_exec(
+            node, "sh", "-c", "ls /etc/systemd/system | grep inferops | grep -v inferops-textfile || true"
+        ).stdout
+        monitoring = node_exec(node, "systemctl", "is-active", "inferops-textfile.timer").stdout.strip()
         procs = node_exec(node, "pgrep", "-af", "vllm|sglang::router|inferops-router").stdout  # pgrep skips itself
         listening = node_exec(node, "ss", "-Htln").stdout
         ports = {int(m) for m in re.findall(r":(\d+)\s", listening)}
         print(
-            f"{node}: units={units.split() or 'none'} unit files={files.split() or 'none'} "
+            f"{node}: units={units.split() or 'none'} unit files={files.split() or 'none'} monitoring={monitoring} "
             f"engine processes={procs.split() or 'none'} listening={sorted(ports)}"
         )
         assert units.strip() == "" and files.strip() == "" and procs.strip() == ""
+        assert monitoring == "active"  # still watching the node (GPUs, fabric, disk) with nothing served
         assert not ports & {API_PORT, MASTER_PORT, ROUTER_PORT, 29000}
         assert node_exec(node, "nft", "list", "table", "inet", "inferops").returncode != 0
     again = cluster.playbook("teardown.yml")
