@@ -59,6 +59,7 @@ PLAN_STEP_TASKS = {
 }
 ALSO_UNDER_TAGS = re.compile(
     r"Gathering Facts|Gather the facts the roles need|Show the plan|.* : Validating arguments against arg spec .*"
+    r"|Write the sbatch script .*"  # plan.yml's, skipped without -e plan_sbatch (a file on the controller only)
 )
 
 
