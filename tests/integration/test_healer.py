@@ -138,9 +138,20 @@ def lab(tmp_path_factory):
         ansible("playbooks/lab.yml", *common, "-e", "lab_state=absent", check=False)
 
 
+def stable(lab: Lab, timeout: float = 300) -> dict:
+    """The healer ready with its restart streak over (inferops_healer_stable_after seconds of good probes): a fault
+    injected before that counts toward the same streak and, past give_up_after, ends in gave_up by design."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = lab.healer()
+        if state["state"]["phase"] == "ready" and state["state"]["restarts"] == 0:
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+
+
 def heal_after(lab: Lab, break_it) -> dict:
-    state = lab.healer()
-    assert state["state"]["phase"] == "ready", state
+    state = stable(lab)
     before = {node: lab.invocation(node) for node in (lab.head, lab.follower)}
     break_it()
     seconds, after = lab.wait_ready(state["generation"])
